@@ -1,0 +1,17 @@
+"""attnzoo: every attention mechanism behind one small PyTorch API.
+
+    from attnzoo import attend, AttentionOutput
+    out = attend(q, k, v, score="scaled_dot", mask=mask, need_weights=True)
+
+    attn = attnzoo.create("additive", query_dim=256, key_dim=512, hidden_dim=256)
+    state = attn.initial_state(keys, values, key_mask)
+    context, weights, state = attn(query, keys, values, key_mask, state)
+"""
+
+from .core import AttentionOutput, attend
+from .mechanisms import AttentionState, StepAttention
+from .registry import MechanismInfo, create, mechanisms
+
+__version__ = "0.1.0"
+__all__ = ["attend", "AttentionOutput", "create", "mechanisms", "MechanismInfo", "AttentionState",
+           "StepAttention", "__version__"]

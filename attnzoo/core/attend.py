@@ -1,0 +1,256 @@
+"""attend(): the one pipeline every attention mechanism runs through.
+
+    scores  = score(q, k)                      # (B, H, L, S)
+    scores  = score_mod(scores + bias, ...)    # ALiBi, relative, location terms
+    scores  = scores.masked_fill(~mask, min)   # mask: True = may attend
+    weights = normalize(scores)                # float32; a fully masked row -> 0
+    out     = weights @ v                      # (B, H, L, E)
+
+Backends
+--------
+``eager``  the reference: the lines above, literally. Runs everything.
+``sdpa``   ``torch.nn.functional.scaled_dot_product_attention`` (fused
+           flash / memory-efficient kernels). Valid for dot-product scores with
+           softmax when no weights are asked for; a ``score_mod`` must be
+           additive (``score_mod.additive = True``) so it can be materialised
+           as a bias.
+``auto``   the fastest backend valid for the call.
+
+Masks are boolean with True = may attend (as SDPA and FlexAttention; the
+opposite of ``nn.MultiheadAttention``'s masks, which you convert with ``~``).
+
+Shape legend: B batch, H query heads, G key/value heads (H % G == 0), L query
+length, S key length, D query/key size, E value size. Inputs are either 4-D
+(B, H, L, D) or 3-D (B, L, D) (one head); the output has the same rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import validate as V
+from .masks import causal_mask, index_grid
+from .normalize import NORMALIZERS
+from .scores import Score, resolve_score
+
+ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+BACKENDS = ("auto", "eager", "sdpa")
+
+
+@dataclass
+class AttentionOutput:
+    """output: (B, [H], L, E); weights: (B, [H], L, S) float32, or None unless asked for."""
+
+    output: Tensor
+    weights: Tensor | None = None
+
+    def __iter__(self) -> Iterator[Tensor | None]:  # allows `out, w = attend(...)`
+        yield self.output
+        yield self.weights
+
+
+def sdpa_unsupported_reason(score: Score, normalize: str, need_weights: bool,
+                            score_mod: ScoreMod | None) -> str | None:
+    """Why the fused backend cannot run a call, or None if it can."""
+    if normalize != "softmax":
+        return f"normalize={normalize!r} (the fused kernel only computes softmax)"
+    if need_weights:
+        return "need_weights=True (the fused kernel does not return weights)"
+    if type(score).dot_form is Score.dot_form:
+        return f"score {score.name!r} is not a dot product"
+    if score_mod is not None and not getattr(score_mod, "additive", False):
+        return "score_mod is not marked additive (set score_mod.additive = True if it only adds a bias)"
+    return None
+
+
+def choose_backend(backend: str, score: Score, normalize: str, need_weights: bool,
+                   score_mod: ScoreMod | None) -> str:
+    V.check_choice("backend", backend, BACKENDS)
+    reason = sdpa_unsupported_reason(score, normalize, need_weights, score_mod)
+    if backend == "auto":
+        return "sdpa" if reason is None else "eager"
+    if backend == "sdpa" and reason is not None:
+        raise ValueError(f"backend='sdpa' cannot run this call: {reason}; use backend='eager' or 'auto'")
+    return backend
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    score: str | Score = "scaled_dot",
+    mask: Tensor | None = None,
+    bias: Tensor | None = None,
+    score_mod: ScoreMod | None = None,
+    is_causal: bool = False,
+    normalize: str = "softmax",
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+    backend: str = "auto",
+    scale: float | None = None,
+    keys_projected: bool = False,
+) -> AttentionOutput:
+    """Attention of queries ``q`` over keys ``k`` and values ``v``.
+
+    Args:
+        q: (B, H, L, D) or (B, L, D) queries.
+        k: (B, G, S, D) or (B, S, D) keys (G divides H: grouped-query attention).
+        v: (B, G, S, E) or (B, S, E) values.
+        score: "dot", "scaled_dot" or a :class:`~attnzoo.core.scores.Score` module
+            (general, additive, cosine, ...).
+        mask: boolean, broadcastable to (B, H, L, S) (or (B, L, S)); True = may attend.
+        bias: float, broadcastable to the scores; added before normalising.
+        score_mod: ``score_mod(score, b, h, q_idx, kv_idx) -> score`` (FlexAttention's signature).
+        is_causal: block keys after each query (bottom-right aligned, so L < S works with a KV cache).
+        normalize: "softmax" or "sparsemax".
+        dropout_p: dropout on the weights (pass 0.0 at evaluation, as with SDPA).
+        need_weights: also return the (B, [H], L, S) weights.
+        backend: "auto", "eager" or "sdpa".
+        scale: overrides 1/sqrt(D) for score="scaled_dot".
+        keys_projected: ``k`` already went through ``score.project_keys`` (step-wise
+            decoders project keys once per sequence).
+    """
+    score = resolve_score(score, scale)
+    three_d = _check_inputs(q, k, v, mask, bias, normalize, dropout_p)
+    if three_d:  # one code path: (B, L, D) -> (B, 1, L, D)
+        q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
+        mask = _add_head_dim(mask)
+        bias = _add_head_dim(bias)
+    if bias is not None and torch.isneginf(bias).any():  # an additive "-inf" mask: treat as a mask
+        blocked_free = ~torch.isneginf(bias)
+        mask = blocked_free if mask is None else mask & blocked_free
+        bias = bias.masked_fill(~blocked_free, 0.0)
+    if is_causal:
+        c = causal_mask(q.shape[-2], k.shape[-2], device=q.device)  # (L, S)
+        mask = c if mask is None else mask & c
+
+    chosen = choose_backend(backend, score, normalize, need_weights, score_mod)
+    qp = score.project_query(q)
+    kp = k if keys_projected else score.project_keys(k)
+    _check_feature_sizes(score, qp, kp)
+    kp, v = _expand_kv_heads(qp, kp, v)
+    if chosen == "sdpa":
+        out = _sdpa(score, qp, kp, v, mask, bias, score_mod, dropout_p)
+    else:
+        out = _eager(score, qp, kp, v, mask, bias, score_mod, normalize, dropout_p, need_weights)
+    if three_d:
+        out = AttentionOutput(out.output.squeeze(1), None if out.weights is None else out.weights.squeeze(1))
+    return out
+
+
+# --------------------------------------------------------------------------- backends
+def _eager(score, q, k, v, mask, bias, score_mod, normalize, dropout_p, need_weights) -> AttentionOutput:
+    scores = score.compare(q, k)  # (B, H, L, S)
+    if bias is not None:
+        scores = scores + bias
+    if score_mod is not None:
+        scores = score_mod(scores, *index_grid(*scores.shape, device=scores.device))
+    weights = NORMALIZERS[normalize](scores, mask)  # (B, H, L, S) float32
+    attn = weights.to(v.dtype)
+    if dropout_p > 0:
+        attn = F.dropout(attn, p=dropout_p)
+    out = attn @ v  # (B, H, L, E)
+    return AttentionOutput(out, weights if need_weights else None)
+
+
+def _sdpa(score, q, k, v, mask, bias, score_mod, dropout_p) -> AttentionOutput:
+    q, k, scale = score.dot_form(q, k)
+    B, H, L, S = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    if score_mod is not None:  # additive: materialise score_mod(0) as a bias
+        zero = torch.zeros((), dtype=torch.float32, device=q.device)
+        extra = score_mod(zero, *index_grid(B, H, L, S, device=q.device))
+        bias = extra if bias is None else bias + extra
+    row_open = None
+    if mask is not None:
+        row_any = mask.any(dim=-1, keepdim=True)  # (B, H, L, 1)
+        if not bool(row_any.all()):  # fully masked rows: open them, zero their output after
+            row_open = row_any
+            mask = mask | ~row_any
+    if bias is not None:
+        attn_mask = bias.to(q.dtype)
+        if mask is not None:
+            attn_mask = attn_mask.masked_fill(~mask, float("-inf"))
+    else:
+        attn_mask = mask
+    if attn_mask is not None and attn_mask.dim() == 4 and attn_mask.shape[0] not in (1, B):
+        raise AssertionError("unreachable: mask batch checked earlier")
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
+    if row_open is not None:
+        out = out * row_open.to(out.dtype)
+    return AttentionOutput(out, None)
+
+
+# --------------------------------------------------------------------------- helpers
+def _add_head_dim(x: Tensor | None) -> Tensor | None:
+    """A 3-D-input mask/bias broadcasting to (B, L, S) -> one broadcasting to (B, 1, L, S)."""
+    if x is None or x.dim() < 3:
+        return x
+    return x.unsqueeze(-3)
+
+
+def _expand_kv_heads(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Grouped-query attention: repeat each of the G key/value heads H / G times."""
+    H, G = q.shape[1], k.shape[1]
+    if G == H:
+        return k, v
+    return k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)  # (B, H, S, D)
+
+
+def _check_inputs(q, k, v, mask, bias, normalize, dropout_p) -> bool:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        V.check_tensor(name, x)
+        V.check_floating(name, x)
+    V.check_rank("q", q, (3, 4), "(B, H, L, D) or (B, L, D)")
+    legend = "(B, L, D)" if q.dim() == 3 else "(B, G, S, D)"
+    if k.dim() != q.dim():
+        raise ValueError(f"k must have the same rank as q: q is {V.fmt_shape(q.shape)}, "
+                         f"k is {V.fmt_shape(k.shape)}; expected k of shape {legend.replace('L', 'S')}")
+    if v.dim() != q.dim():
+        raise ValueError(f"v must have the same rank as q: q is {V.fmt_shape(q.shape)}, "
+                         f"v is {V.fmt_shape(v.shape)}")
+    V.check_same_dtype(q=q, k=k, v=v)
+    V.check_same_device(q=q, k=k, v=v)
+    if not (q.shape[0] == k.shape[0] == v.shape[0]):
+        raise ValueError(f"batch sizes differ: q {V.fmt_shape(q.shape)}, k {V.fmt_shape(k.shape)}, "
+                         f"v {V.fmt_shape(v.shape)}; dim 0 must be B in all three")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same length S (dim -2): k {V.fmt_shape(k.shape)}, "
+                         f"v {V.fmt_shape(v.shape)}")
+    if q.dim() == 4:
+        H, G = q.shape[1], k.shape[1]
+        if k.shape[1] != v.shape[1]:
+            raise ValueError(f"k and v must have the same number of heads G (dim 1): "
+                             f"k {V.fmt_shape(k.shape)}, v {V.fmt_shape(v.shape)}")
+        if H % G:
+            raise ValueError(f"q has {H} heads, which is not a multiple of k's {G} heads "
+                             f"(q {V.fmt_shape(q.shape)}, k {V.fmt_shape(k.shape)})")
+        target = (q.shape[0], H, q.shape[2], k.shape[2])
+        legend = "(B, H, L, S)"
+    else:
+        target = (q.shape[0], q.shape[1], k.shape[1])
+        legend = "(B, L, S)"
+    if mask is not None:
+        V.check_mask("mask", mask, target, legend)
+        if mask.device != q.device:
+            raise ValueError(f"mask is on {mask.device} but q is on {q.device}")
+    if bias is not None:
+        V.check_bias("bias", bias, target, legend)
+    V.check_choice("normalize", normalize, NORMALIZERS)
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    return q.dim() == 3
+
+
+def _check_feature_sizes(score: Score, q: Tensor, k: Tensor) -> None:
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"score {score.name!r} compares features of equal size, but the (projected) query has "
+            f"{q.shape[-1]} (q {V.fmt_shape(q.shape)}) and the key {k.shape[-1]} (k {V.fmt_shape(k.shape)}); "
+            "use score='general' or 'additive' to compare vectors of different sizes"
+        )

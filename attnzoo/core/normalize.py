@@ -1,0 +1,84 @@
+"""Normalizers: scores -> attention weights, computed in float32.
+
+Every normalizer takes scores (..., S) and an optional boolean mask that
+broadcasts to them (True = may attend), and guarantees:
+
+* masked keys get exactly zero weight;
+* a row whose keys are all masked gets all-zero weights (so its output is the
+  zero vector), never NaN, and no gradient flows into it.
+
+``softmax``   w_i = exp(z_i) / sum_j exp(z_j)
+``sparsemax`` w = argmin_{p in simplex} ||p - z||^2 = max(z - tau, 0)
+              (Martins & Astudillo 2016, "From Softmax to Sparsemax"), whose
+              weights are exactly zero outside a data-dependent support.
+
+Float64 scores stay float64 (reference tests); anything narrower is computed
+in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+Normalizer = Callable[[Tensor, "Tensor | None"], Tensor]
+
+
+def _upcast(scores: Tensor) -> Tensor:
+    return scores if scores.dtype == torch.float64 else scores.float()
+
+
+def softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Masked softmax over the last dim, in float32."""
+    scores = _upcast(scores)
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    # A large finite negative (not -inf) keeps fully masked rows finite; their
+    # uniform weights are then zeroed by the multiplication with the mask.
+    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(filled, dim=-1) * mask
+
+
+class _Sparsemax(torch.autograd.Function):
+    """Euclidean projection onto the probability simplex along the last dim.
+
+    forward:  w = max(z - tau(z), 0), with tau chosen so that sum(w) = 1.
+    backward: on the support s = {w > 0}, dL/dz = g - mean_s(g); zero elsewhere.
+    Entries equal to -inf (masked keys) end outside the support.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        z_sorted, _ = torch.sort(z, dim=-1, descending=True)
+        cumsum = z_sorted.cumsum(dim=-1)
+        k = torch.arange(1, z.shape[-1] + 1, device=z.device, dtype=z.dtype)
+        in_support = 1 + k * z_sorted > cumsum                  # a prefix of the sorted row
+        support_size = in_support.sum(dim=-1, keepdim=True)       # >= 1 for any finite row
+        tau = (cumsum.gather(-1, support_size - 1) - 1) / support_size.to(z.dtype)
+        w = torch.clamp(z - tau, min=0)
+        ctx.save_for_backward(w)
+        return w
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (w,) = ctx.saved_tensors
+        support = (w > 0).to(grad.dtype)
+        mean = (grad * support).sum(-1, keepdim=True) / support.sum(-1, keepdim=True).clamp_min(1)
+        return support * (grad - mean)
+
+
+def sparsemax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Masked sparsemax over the last dim, in float32 (float64 stays float64)."""
+    scores = _upcast(scores)
+    if mask is None:
+        return _Sparsemax.apply(scores)
+    mask = mask.expand_as(scores)
+    row_any = mask.any(dim=-1, keepdim=True)
+    filled = scores.masked_fill(~mask, float("-inf"))
+    filled = filled.masked_fill(~row_any, 0.0)  # a fully masked row: finite placeholder
+    return _Sparsemax.apply(filled) * row_any
+
+
+NORMALIZERS: dict[str, Normalizer] = {"softmax": softmax, "sparsemax": sparsemax}

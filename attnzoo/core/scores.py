@@ -1,0 +1,197 @@
+"""Score functions: how much a query matches each key.
+
+Contract shared by every score: ``(B, [H], L, Dq), (B, [H], S, Dk) -> (B, [H], L, S)``.
+
+A score is split in three so that step-wise decoders can do the key-side work
+once per source sequence instead of once per output step:
+
+    scores = compare(project_query(q), project_keys(k))
+
+``project_keys`` (U k, W k, k/|k|) is what ``initial_state`` caches. Scores
+that are a scaled dot product after projection also give ``dot_form``, the
+(q', k', scale) with ``scores = scale * q' . k'``, which lets the fused
+``sdpa`` backend run them.
+
+Shape legend: B batch, H heads, L query length, S key length,
+Dq/Dk query/key feature sizes, A the additive score's hidden size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Score(nn.Module):
+    """Base class: identity projections, subclasses define ``compare``."""
+
+    name: str = "score"
+    #: feature sizes the score expects (None: any, but query and key must agree)
+    query_dim: int | None = None
+    key_dim: int | None = None
+
+    def project_query(self, q: Tensor) -> Tensor:
+        return q
+
+    def project_keys(self, k: Tensor) -> Tensor:
+        return k
+
+    def compare(self, q: Tensor, k: Tensor) -> Tensor:  # (.., L, D'), (.., S, D') -> (.., L, S)
+        raise NotImplementedError
+
+    def dot_form(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, float] | None:
+        """(q', k', scale) with compare(q, k) == scale * q' @ k'^T, or None if not a dot product."""
+        return None
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        return self.compare(self.project_query(q), self.project_keys(k))
+
+
+class DotScore(Score):
+    """score(q, k) = q . k   (Luong 2015, "dot")."""
+
+    name = "dot"
+
+    def compare(self, q, k):
+        return q @ k.transpose(-1, -2)  # (B, H, L, S)
+
+    def dot_form(self, q, k):
+        return q, k, 1.0
+
+
+class ScaledDotScore(Score):
+    """score(q, k) = q . k / sqrt(D)   (Vaswani 2017); ``scale`` overrides 1/sqrt(D)."""
+
+    name = "scaled_dot"
+
+    def __init__(self, scale: float | None = None):
+        super().__init__()
+        self.scale = scale
+
+    def _scale(self, q: Tensor) -> float:
+        return self.scale if self.scale is not None else 1.0 / math.sqrt(q.shape[-1])
+
+    def compare(self, q, k):
+        return (q @ k.transpose(-1, -2)) * self._scale(q)  # (B, H, L, S)
+
+    def dot_form(self, q, k):
+        return q, k, self._scale(q)
+
+
+class GeneralScore(Score):
+    """score(q, k) = q^T W_a k   (Luong 2015, "general"/bilinear).
+
+    W_a k is computed once per source sequence (``project_keys``), after which
+    the score is a plain dot product, so the fused backend applies.
+    """
+
+    name = "general"
+
+    def __init__(self, query_dim: int, key_dim: int):
+        super().__init__()
+        self.query_dim, self.key_dim = query_dim, key_dim
+        self.key_proj = nn.Linear(key_dim, query_dim, bias=False)  # W_a
+
+    def project_keys(self, k):
+        return self.key_proj(k)  # (B, H, S, Dq)
+
+    def compare(self, q, k):
+        return q @ k.transpose(-1, -2)  # (B, H, L, S)
+
+    def dot_form(self, q, k):
+        return q, k, 1.0
+
+
+class AdditiveScore(Score):
+    """score(q, k) = v^T tanh(W q + U k + b)   (Bahdanau 2015, "concat" in Luong 2015).
+
+    U k + b is computed once per source sequence. The comparison broadcasts a
+    (.., L, 1, A) + (.., 1, S, A) sum, the (B, H, L, S, A) tensor that makes
+    additive attention expensive; in a step-wise decoder L = 1.
+    """
+
+    name = "additive"
+
+    def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None):
+        super().__init__()
+        hidden_dim = hidden_dim or query_dim
+        self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
+        self.query_proj = nn.Linear(query_dim, hidden_dim, bias=False)  # W
+        self.key_proj = nn.Linear(key_dim, hidden_dim, bias=True)  # U, b
+        self.energy = nn.Linear(hidden_dim, 1, bias=False)  # v
+
+    def project_query(self, q):
+        return self.query_proj(q)  # (B, H, L, A)
+
+    def project_keys(self, k):
+        return self.key_proj(k)  # (B, H, S, A)
+
+    def compare(self, q, k):
+        hidden = torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3))  # (B, H, L, S, A)
+        return self.energy(hidden).squeeze(-1)  # (B, H, L, S)
+
+
+class CosineScore(Score):
+    """score(q, k) = beta * q . k / (|q| |k|)   (Graves 2014, Neural Turing Machines).
+
+    The sharpness beta = 1 + softplus(beta_raw) >= 1 (the NTM's "oneplus") is
+    learned; it starts at ``initial_sharpness``. After normalising q and k it
+    is a dot product, so the fused backend applies.
+    """
+
+    name = "cosine"
+
+    def __init__(self, initial_sharpness: float = 5.0, eps: float = 1e-8):
+        super().__init__()
+        if initial_sharpness <= 1:
+            raise ValueError(f"initial_sharpness must be > 1, got {initial_sharpness}")
+        self.eps = eps
+        # inverse of 1 + softplus: x = log(exp(beta - 1) - 1)
+        self.sharpness_raw = nn.Parameter(torch.tensor(math.log(math.expm1(initial_sharpness - 1))))
+
+    @property
+    def sharpness(self) -> Tensor:
+        return 1 + F.softplus(self.sharpness_raw)
+
+    def project_query(self, q):
+        return q / q.norm(dim=-1, keepdim=True).clamp_min(self.eps)
+
+    def project_keys(self, k):
+        return k / k.norm(dim=-1, keepdim=True).clamp_min(self.eps)
+
+    def compare(self, q, k):
+        return self.sharpness.to(q.dtype) * (q @ k.transpose(-1, -2))  # (B, H, L, S)
+
+    def dot_form(self, q, k):
+        return q * self.sharpness.to(q.dtype), k, 1.0
+
+
+#: parameter-free scores that ``attend(score="...")`` accepts by name
+BUILTIN_SCORES = {"dot": DotScore, "scaled_dot": ScaledDotScore}
+
+
+def resolve_score(score: "str | Score", scale: float | None = None) -> Score:
+    if isinstance(score, Score):
+        return score
+    if isinstance(score, str):
+        if score == "scaled_dot":
+            return ScaledDotScore(scale)
+        if score == "dot":
+            return DotScore()
+        if score in ("general", "additive", "cosine"):
+            raise ValueError(
+                f"score={score!r} has learned parameters: build it once and pass the module, "
+                f"e.g. score=attnzoo.core.scores.{type_name(score)}(...), "
+                "or use the step-wise mechanism attnzoo.create(" + repr(score) + ", ...)"
+            )
+        from .validate import check_choice
+
+        check_choice("score", score, list(BUILTIN_SCORES))
+    raise TypeError(f"score must be a name or an attnzoo Score module, got {type(score).__name__}")
+
+
+def type_name(name: str) -> str:
+    return {"general": "GeneralScore", "additive": "AdditiveScore", "cosine": "CosineScore"}[name]

@@ -1,0 +1,123 @@
+"""The step-wise attention contract shared by every decoder-side mechanism.
+
+RNN and captioning decoders call every content, location and visual mechanism
+the same way, with the state passed explicitly (never hidden in the module):
+
+    state = attn.initial_state(keys, values, key_mask)   # key-side work, once per sequence
+    for t in range(T):
+        context, weights, state = attn(query_t, keys, values, key_mask, state)
+
+Shape legend: B batch, T decoder steps computed at once, S source length,
+Dq query size, Dk key size, Dv value size.
+
+* ``query``: (B, Dq) for one step, or (B, T, Dq) for T steps at once (only
+  mechanisms with ``stateless = True``, whose weights do not depend on the
+  previous step's).
+* ``keys``: (B, S, Dk); ``values``: (B, S, Dv); ``key_mask``: (B, S) boolean,
+  True = a real position that may be attended (the opposite of
+  ``nn.MultiheadAttention``'s ``key_padding_mask``).
+* returns ``context`` (B, Dv) or (B, T, Dv), ``weights`` (B, S) or (B, T, S),
+  and the next :class:`AttentionState`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..core import validate as V
+
+
+@dataclass
+class AttentionState:
+    """Everything a step-wise mechanism carries from one decoder step to the next.
+
+    All tensors are batch-first, so beam search can reorder them with
+    :meth:`index_select`.
+    """
+
+    projected_keys: Tensor  # (B, S, *) the key-side projection, computed once per sequence
+    weights: Tensor | None = None  # (B, S) the previous step's weights
+    cumulative: Tensor | None = None  # (B, S) running sum of all previous weights
+    position: Tensor | None = None  # (B, *) window position / mixture means, for location families
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    def index_select(self, index: Tensor) -> "AttentionState":
+        """Rows ``index`` of every tensor (reorder or repeat batch entries, e.g. for beams)."""
+
+        def pick(x):
+            return None if x is None else x.index_select(0, index)
+
+        return AttentionState(
+            projected_keys=pick(self.projected_keys),
+            weights=pick(self.weights),
+            cumulative=pick(self.cumulative),
+            position=pick(self.position),
+            extra={k: pick(v) for k, v in self.extra.items()},
+        )
+
+    def replace(self, **changes) -> "AttentionState":
+        return dataclasses.replace(self, **changes)
+
+
+class StepAttention(nn.Module):
+    """Base class of step-wise mechanisms: ``forward(query, keys, values, key_mask, state)``."""
+
+    registry_name: str = "?"
+    #: True when the weights do not depend on earlier steps, so T steps may run at once
+    stateless: bool = True
+
+    def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None):
+        super().__init__()
+        for name, d in (("query_dim", query_dim), ("key_dim", key_dim)):
+            if not isinstance(d, int) or d <= 0:
+                raise ValueError(f"{name} must be a positive int, got {d!r}")
+        self.query_dim, self.key_dim = query_dim, key_dim
+        self.value_dim = key_dim if value_dim is None else value_dim
+
+    # ---------------------------------------------------------------- checks
+    def check_memory(self, keys: Tensor, values: Tensor | None, key_mask: Tensor | None) -> None:
+        """Once per sequence: keys (B, S, Dk), values (B, S, Dv), key_mask (B, S) bool."""
+        V.check_tensor("keys", keys)
+        V.check_rank("keys", keys, (3,), "(B, S, Dk)")
+        if keys.shape[-1] != self.key_dim:
+            raise ValueError(f"keys must have shape (B, S, {self.key_dim}) (key_dim={self.key_dim}), "
+                             f"got {V.fmt_shape(keys.shape)}")
+        B, S = keys.shape[:2]
+        if values is not None:
+            V.check_tensor("values", values)
+            if values.dim() != 3 or values.shape[:2] != (B, S) or values.shape[-1] != self.value_dim:
+                raise ValueError(f"values must have shape ({B}, {S}, {self.value_dim}) (B, S, value_dim) "
+                                 f"to match keys {V.fmt_shape(keys.shape)}, got {V.fmt_shape(values.shape)}")
+        if key_mask is not None:
+            V.check_tensor("key_mask", key_mask)
+            if key_mask.dtype != torch.bool:
+                raise TypeError(f"key_mask must be boolean (True = may attend), got dtype {key_mask.dtype}")
+            if tuple(key_mask.shape) != (B, S):
+                raise ValueError(f"key_mask must have shape (B, S) = ({B}, {S}) to match keys "
+                                 f"{V.fmt_shape(keys.shape)}, got {V.fmt_shape(key_mask.shape)}")
+
+    def check_query(self, query: Tensor, state: AttentionState) -> None:
+        if query.dim() not in (2, 3) or query.shape[-1] != self.query_dim \
+                or query.shape[0] != state.projected_keys.shape[0]:
+            B = state.projected_keys.shape[0]
+            raise ValueError(f"query must have shape (B, Dq) = ({B}, {self.query_dim}) or (B, T, Dq), "
+                             f"got {V.fmt_shape(query.shape)}")
+        if query.dim() == 3 and not self.stateless and query.shape[1] != 1:
+            raise ValueError(f"{type(self).__name__} depends on the previous step's weights: "
+                             f"pass one step at a time, query of shape (B, Dq), got {V.fmt_shape(query.shape)}")
+
+    # ---------------------------------------------------------------- contract
+    def initial_state(self, keys: Tensor, values: Tensor | None = None,
+                      key_mask: Tensor | None = None) -> AttentionState:
+        raise NotImplementedError
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, key_mask: Tensor | None = None,
+                state: AttentionState | None = None) -> tuple[Tensor, Tensor, AttentionState]:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"query_dim={self.query_dim}, key_dim={self.key_dim}, value_dim={self.value_dim}"
