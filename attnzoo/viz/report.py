@@ -230,8 +230,9 @@ def _alignment_figure_html(index: int, item: Mapping[str, Any]) -> str:
     # A big matrix would be unreadable squeezed into one grid cell: give it the row.
     width_px = int.from_bytes(png[16:20], "big")  # PNG IHDR: width, then height
     wide = ' class="wide"' if width_px > _WIDE_FIGURE_PX else ""
+    alt = caption or "attention alignment"
     return (
-        f'<figure{wide}><img src="{_data_uri(png)}" alt="{_esc(caption or "attention alignment")}">'
+        f'<figure{wide}><img src="{_data_uri(png)}" alt="{_esc(alt)}">'
         f"<figcaption>{_esc(caption)}</figcaption></figure>"
     )
 
