@@ -1,0 +1,178 @@
+"""The ``attnzoo`` command.
+
+    attnzoo list                                   every mechanism, its family and paper
+    attnzoo train g2p [--attention additive] [--minutes M | --epochs E] [--out DIR] ...
+    attnzoo eval DIR                               re-score a run on its dev and test words
+    attnzoo pronounce DIR WORD...                  letters -> phonemes
+    attnzoo show DIR WORD [--out PNG]              the alignment heatmap of one word
+
+Errors in what was asked (an unknown name, a bad value, an unreadable run
+directory, a missing data package) print one line and exit with status 2;
+``--debug`` shows the whole traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .data import MissingDataError
+from .training.checkpoint import RunDirError
+
+USER_ERRORS = (ValueError, TypeError, RunDirError, MissingDataError, FileNotFoundError)
+TASKS = ("g2p",)
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE (e.g. --set decoder_dim=512), got {item!r}")
+        key, val = item.split("=", 1)
+        out[key.strip()] = _value(val)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="attnzoo", description="Attention mechanisms: a library and a lab.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ls = sub.add_parser("list", help="list every attention mechanism with its family and paper")
+    ls.add_argument("--family", help="only this family")
+
+    tr = sub.add_parser("train", help="train a model on a task and write a run directory")
+    tr.add_argument("task", choices=TASKS)
+    tr.add_argument("--attention", default="additive", help="mechanism in the model's attention slot "
+                    "(see `attnzoo list`; default: additive)")
+    tr.add_argument("--model", default="rnn", help="architecture (default: rnn)")
+    budget = tr.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 7, so the whole "
+                        "command ends within 10 minutes on 2 CPU cores)")
+    budget.add_argument("--epochs", type=float, help="fixed amount of training instead of a time budget")
+    tr.add_argument("--out", help="run directory (default: runs/TASK-ATTENTION-TIMESTAMP)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    tr.add_argument("--split", default="standard", help="g2p: standard (the benchmark's test words) | random")
+    tr.add_argument("--beam", type=int, default=5, help="beam size for the test words (1 = greedy)")
+    tr.add_argument("--batch-size", type=int, default=256)
+    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
+
+    ev = sub.add_parser("eval", help="score a trained run on its dev and test words")
+    ev.add_argument("run_dir")
+    ev.add_argument("--beam", type=int, help="beam size (default: the run's)")
+    ev.add_argument("--split", help="standard | random (default: the run's)")
+
+    pr = sub.add_parser("pronounce", help="print the phonemes of words")
+    pr.add_argument("run_dir")
+    pr.add_argument("words", nargs="+")
+    pr.add_argument("--beam", type=int, default=5)
+
+    sh = sub.add_parser("show", help="save the attention heatmap of a word: letters against phonemes")
+    sh.add_argument("run_dir")
+    sh.add_argument("word")
+    sh.add_argument("--out", help="PNG path (default: RUN_DIR/alignment-WORD.png)")
+    sh.add_argument("--beam", type=int, default=5)
+    return p
+
+
+def cmd_list(args) -> int:
+    from .registry import mechanisms
+
+    infos = mechanisms(args.family)
+    if not infos:
+        raise ValueError(f"no mechanism in family {args.family!r}")
+    width = max(len(i.name) for i in infos)
+    fam = max(len(i.family) for i in infos)
+    for i in infos:
+        print(f"{i.name:<{width}}  {i.family:<{fam}}  {i.paper}")
+        print(f"{'':<{width}}  {'':<{fam}}  {i.summary}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .tasks import g2p
+
+    cfg = g2p.G2PConfig(split=args.split, seed=args.seed, minutes=args.minutes, epochs=args.epochs,
+                        batch_size=args.batch_size, lr=args.lr, beam_size=args.beam, device=args.device,
+                        model=args.model)
+    out = Path(args.out or f"runs/{args.task}-{args.attention}-{time.strftime('%Y%m%d-%H%M%S')}")
+    budget = f"{cfg.minutes:g} minutes" if cfg.minutes is not None else f"{cfg.epochs:g} epochs"
+    print(f"training {args.task} · {args.model} · {args.attention} for {budget} -> {out}", file=sys.stderr)
+    m = g2p.train(cfg, out, attention=args.attention, model_overrides=_overrides(args.set),
+                  progress=False if args.quiet else None)
+    t, d = m["test"], m["dev"]
+    print(f"\n{args.task} {m['model']} {m['attention']}: {m['params']:,} parameters, "
+          f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), beam {m['beam_size']}")
+    print(f"  dev   WER {d['wer']:.2%}  PER {d['per']:.2%}  ({d['words']} words)")
+    print(f"  test  WER {t['wer']:.2%}  PER {t['per']:.2%}  ({t['words']} words, split {m['split']})")
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .tasks import g2p
+
+    r = g2p.evaluate_run(args.run_dir, beam_size=args.beam, split=args.split)
+    for part in ("dev", "test"):
+        s = r[part]
+        print(f"{part:<5} WER {s['wer']:.2%}  PER {s['per']:.2%}  ({s['words']} words, split {r['split']}, "
+              f"beam {r['beam_size']})")
+    return 0
+
+
+def cmd_pronounce(args) -> int:
+    from .tasks import g2p
+
+    model = g2p.load(args.run_dir)
+    for word, (phones, _) in zip(args.words, model.pronounce(args.words, beam_size=args.beam)):
+        print(f"{word}\t{' '.join(phones)}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .tasks import g2p
+    from .viz.heatmap import save_alignment
+
+    model = g2p.load(args.run_dir)
+    phones, weights = model.pronounce([args.word], beam_size=args.beam)[0]
+    out = Path(args.out or Path(args.run_dir) / f"alignment-{args.word.lower()}.png")
+    save_alignment(out, weights.numpy(), list(args.word.lower()), phones + ["</s>"],
+                   title=f"{args.word} -> {' '.join(phones)}")
+    print(out)
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "pronounce": cmd_pronounce, "show": cmd_show}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"attnzoo: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # python -m attnzoo.cli
+    sys.exit(main())

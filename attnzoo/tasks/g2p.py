@@ -1,0 +1,283 @@
+"""The g2p task: spell a word, say its phonemes (CMU Pronouncing Dictionary).
+
+Data, model and metric wired together:
+
+* data: :mod:`attnzoo.data.g2p` (the ``standard`` benchmark split by default);
+* model: :class:`~attnzoo.models.rnn_seq2seq.RNNSeq2Seq` over letters ->
+  ARPAbet phonemes, with ``--attention`` in its attention slot;
+* metric: PER and WER as in the published G2P papers
+  (:func:`attnzoo.training.metrics.g2p_scores`), test words decoded with beam search.
+
+``train(...)`` writes a run directory: ``config.json``, ``checkpoint.pt``,
+``metrics.json``, ``metrics.jsonl`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from ..core import validate as V
+from ..data.batching import bucketed_batches, num_batches, sorted_batches
+from ..data.g2p import SPLITS, make_split
+from ..data.vocab import Vocab
+from ..models.decoding import decode
+from ..models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
+from ..registry import get as get_mechanism
+from ..training.checkpoint import FORMAT_VERSION, load_run, save_checkpoint, write_json, RunDirError
+from ..training.metrics import g2p_scores
+from ..training.trainer import Budget, Trainer
+
+log = logging.getLogger(__name__)
+
+TASK = "g2p"
+MODELS = ("rnn",)
+#: with no --minutes/--epochs: training time that keeps the whole command
+#: (training, decoding 12k test words, the report) within 10 minutes on 2 cores
+DEFAULT_MINUTES = 7.0
+#: model size for the default budget (measured: see README); --set KEY=VALUE overrides
+G2P_MODEL_DEFAULTS = dict(embed_dim=64, hidden_dim=128, decoder_dim=256, enc_layers=2, dec_layers=1,
+                          attention_hidden=128, order="luong", input_feeding=False, dropout=0.2)
+
+
+@dataclass
+class G2PConfig:
+    """Task and training options (the model's own live in Seq2SeqConfig)."""
+
+    split: str = "standard"  # "standard" benchmark split or a seeded "random" one
+    seed: int = 0  # data order, dev words, initialisation
+    minutes: float | None = None  # wall-clock training budget
+    epochs: float | None = None  # or a fixed amount of work
+    batch_size: int = 256  # pairs per step; large batches use both cores well
+    lr: float = 3e-3  # peak AdamW learning rate (warm-up, then cosine decay over the budget)
+    label_smoothing: float = 0.1  # regularises the phoneme softmax
+    grad_clip: float = 1.0  # max gradient norm
+    beam_size: int = 5  # test decoding (dev evaluations during training are greedy)
+    length_penalty: float = 1.0  # beam: score / length ** penalty
+    eval_every_minutes: float = 1.0  # dev evaluation period during training
+    dev_eval_words: int = 1000  # dev words decoded at each periodic evaluation
+    report_words: int = 12  # test words whose alignments the report shows
+    device: str = "auto"  # auto | cpu | cuda
+    model: str = "rnn"  # architecture
+
+    def __post_init__(self):
+        V.check_choice("split", self.split, SPLITS)
+        V.check_choice("model", self.model, MODELS)
+        V.check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        if self.minutes is not None and self.epochs is not None:
+            raise ValueError("give --minutes or --epochs, not both")
+        if self.minutes is None and self.epochs is None:
+            self.minutes = DEFAULT_MINUTES
+        for name in ("batch_size", "lr", "beam_size", "eval_every_minutes", "dev_eval_words"):
+            V.check_positive(name, getattr(self, name))
+        if self.minutes is not None:
+            V.check_positive("minutes", self.minutes)
+        if self.epochs is not None:
+            V.check_positive("epochs", self.epochs)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "G2PConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- a trained model
+@dataclass
+class G2PModel:
+    """A trained model with its vocabularies: ``pronounce(words)``."""
+
+    model: RNNSeq2Seq
+    letters: Vocab
+    phonemes: Vocab
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def encode_word(self, word: str) -> list[int]:
+        if not isinstance(word, str) or not word.strip():
+            raise ValueError(f"word must be a non-empty string, got {word!r}")
+        w = word.strip().lower()
+        unknown = sorted({ch for ch in w if ch not in self.letters})
+        if unknown:
+            known = "".join(t for t in self.letters.tokens if len(t) == 1)
+            raise ValueError(f"word {word!r} has characters {''.join(unknown)!r} that the model never saw; "
+                             f"it knows {known!r}")
+        return self.letters.encode(list(w))
+
+    @torch.no_grad()
+    def pronounce(self, words: list[str], beam_size: int = 5, length_penalty: float = 1.0,
+                  batch_size: int = 500) -> list[tuple[list[str], torch.Tensor]]:
+        """Each word -> (phonemes, attention weights (len(phonemes) + 1, len(word)), incl. </s>)."""
+        self.model.eval()
+        sources = [self.encode_word(w) for w in words]
+        out: list = [None] * len(words)
+        for idx, src, lengths in sorted_batches(sources, batch_size, pad_id=self.letters.pad_id):
+            hyps = decode(self.model, src.to(self.device), lengths.to(self.device),
+                          max_len=2 * int(lengths.max()) + 5, beam_size=beam_size, length_penalty=length_penalty)
+            for j, i in enumerate(idx):
+                out[i] = (self.phonemes.decode(hyps.tokens[j]), hyps.weights[j])
+        return out
+
+
+def evaluate_words(g2p: G2PModel, refs: dict[str, list], beam_size: int, length_penalty: float = 1.0) -> dict:
+    words = list(refs)
+    results = g2p.pronounce(words, beam_size=beam_size, length_penalty=length_penalty)
+    return g2p_scores({w: r[0] for w, r in zip(words, results)}, refs)
+
+
+# ----------------------------------------------------------------------------- training
+def check_overrides(overrides: dict | None) -> None:
+    known = {f.name for f in fields(Seq2SeqConfig)} - {"src_vocab", "tgt_vocab", "attention"}
+    for key in overrides or {}:
+        if key not in known:
+            V.check_choice("model option (--set KEY=VALUE)", key, sorted(known))
+
+
+def build_model(letters: Vocab, phonemes: Vocab, attention: str, overrides: dict | None = None) -> RNNSeq2Seq:
+    get_mechanism(attention)  # unknown names fail here, with suggestions
+    check_overrides(overrides)
+    options = {**G2P_MODEL_DEFAULTS, **(overrides or {})}
+    cfg = Seq2SeqConfig(src_vocab=len(letters), tgt_vocab=len(phonemes), attention=attention, **options)
+    return RNNSeq2Seq(cfg, pad_id=phonemes.pad_id, bos_id=phonemes.bos_id, eos_id=phonemes.eos_id)
+
+
+def train(cfg: G2PConfig, out_dir: str | Path, attention: str = "additive",
+          model_overrides: dict | None = None, progress: bool | None = None) -> dict:
+    """Train, evaluate on dev and test, write the run directory; returns metrics.json's content."""
+    get_mechanism(attention)  # fail before loading data
+    check_overrides(model_overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    t0 = time.monotonic()
+    split = make_split(cfg.split, seed=cfg.seed)
+    letters, phonemes = split.vocabs()
+    pairs = [(letters.encode(list(w)), phonemes.encode(p, add_bos=True, add_eos=True)) for w, p in split.train]
+    log.info("data: %s (%.1fs)", split.summary(), time.monotonic() - t0)
+
+    model = build_model(letters, phonemes, attention, model_overrides).to(device)
+    g2p = G2PModel(model, letters, phonemes, device)
+    dev_sample = dict(list(split.dev.items())[: cfg.dev_eval_words])
+    config = {
+        "format_version": FORMAT_VERSION, "task": TASK, "model": cfg.model, "attention": attention,
+        "task_config": asdict(cfg), "model_config": model.config.to_dict(),
+        "data": split.summary(), "params": model.num_parameters(),
+    }
+    write_json(out / "config.json", config)
+    jsonl = out / "metrics.jsonl"
+    jsonl.write_text("")
+
+    def checkpoint(record=None):
+        save_checkpoint(out / "checkpoint.pt", {
+            "task": TASK, "config": json.loads(json.dumps(config)), "model": model.state_dict(),
+            "vocabs": {"letters": letters.to_list(), "phonemes": phonemes.to_list()},
+            "record": record or {},
+        })
+
+    def on_record(record: dict, is_best: bool) -> None:
+        with jsonl.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if is_best:
+            checkpoint(record)
+
+    def evaluate(_model) -> dict:
+        s = evaluate_words(g2p, dev_sample, beam_size=1)
+        return {"dev_wer": s["wer"], "dev_per": s["per"]}
+
+    def loss_fn(m, batch):
+        batch = batch.to(device)
+        loss = m.loss(batch.src, batch.src_lengths, batch.tgt, label_smoothing=cfg.label_smoothing)
+        return loss, batch.src.shape[0]
+
+    trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=evaluate,
+                      primary="dev_wer", eval_every_minutes=cfg.eval_every_minutes, grad_clip=cfg.grad_clip,
+                      on_record=on_record, progress=progress, unit="words")
+    steps_per_epoch = num_batches(len(pairs), cfg.batch_size)
+    result = trainer.fit(
+        lambda epoch: bucketed_batches(pairs, cfg.batch_size, seed=cfg.seed, epoch=epoch, pad_id=letters.pad_id),
+        steps_per_epoch, loss_fn)
+    checkpoint(result.best)  # the best weights (already loaded back into the model)
+
+    t_dec = time.monotonic()
+    dev = evaluate_words(g2p, split.dev, cfg.beam_size, cfg.length_penalty)
+    test = evaluate_words(g2p, split.test, cfg.beam_size, cfg.length_penalty)
+    decode_seconds = time.monotonic() - t_dec
+    metrics = {
+        "task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
+        "train_seconds": round(result.train_seconds, 1),
+        "primary": {"name": "wer", "value": test["wer"], "higher_is_better": False},
+        "dev": dev, "test": test,
+        "split": cfg.split, "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
+        "beam_size": cfg.beam_size, "decode_seconds": round(decode_seconds, 1),
+        "interrupted": result.interrupted,
+    }
+    write_json(out / "metrics.json", metrics)
+    write_g2p_report(out, g2p, split.test, metrics, config, result.records, cfg)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- runs on disk
+def load(run_dir: str | Path, device: str = "cpu") -> G2PModel:
+    config, ckpt = load_run(run_dir)
+    if config.get("task") != TASK:
+        raise RunDirError(f"{run_dir} is a {config.get('task')!r} run, not a g2p run")
+    try:
+        letters = Vocab.from_list(ckpt["vocabs"]["letters"])
+        phonemes = Vocab.from_list(ckpt["vocabs"]["phonemes"])
+        mcfg = Seq2SeqConfig.from_dict(ckpt["config"]["model_config"])
+        model = RNNSeq2Seq(mcfg, pad_id=phonemes.pad_id, bos_id=phonemes.bos_id, eos_id=phonemes.eos_id)
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise RunDirError(f"{run_dir}/checkpoint.pt does not hold a g2p model "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    return G2PModel(model, letters, phonemes, dev)
+
+
+def evaluate_run(run_dir: str | Path, beam_size: int | None = None, split: str | None = None) -> dict:
+    config, _ = load_run(run_dir)
+    g2p = load(run_dir)
+    cfg = G2PConfig.from_dict(config["task_config"])
+    s = make_split(split or cfg.split, seed=cfg.seed)
+    beam = beam_size or cfg.beam_size
+    return {"split": s.name, "beam_size": beam, "dev": evaluate_words(g2p, s.dev, beam, cfg.length_penalty),
+            "test": evaluate_words(g2p, s.test, beam, cfg.length_penalty)}
+
+
+def write_g2p_report(out: Path, g2p: G2PModel, test: dict, metrics: dict, config: dict, records: list,
+                     cfg: G2PConfig) -> None:
+    from ..viz.curves import learning_curves_png_bytes
+    from ..viz.report import write_report
+
+    words = sorted(random.Random(cfg.seed).sample(sorted(test), min(cfg.report_words, len(test))))
+    results = g2p.pronounce(words, beam_size=cfg.beam_size, length_penalty=cfg.length_penalty)
+    alignments = []
+    for w, (phones, weights) in zip(words, results):
+        right = tuple(phones) in {tuple(r) for r in test[w]}
+        ref = " ".join(test[w][0])
+        alignments.append({
+            "source": list(w), "target": phones + ["</s>"], "weights": weights.numpy(),
+            "caption": f"{w}  ->  {' '.join(phones)}   (reference {ref}) {'✓' if right else '✗'}",
+        })
+    curves = learning_curves_png_bytes(records, metrics=["train_loss", "dev_wer", "dev_per"]) if records else None
+    notes = [f"Split '{cfg.split}': {config['data']['test_words']} test words never seen in training; "
+             f"test decoded with beam {cfg.beam_size}, dev evaluations during training greedy on "
+             f"{cfg.dev_eval_words} dev words."]
+    write_report(out / "report.html", title=f"g2p · {metrics['model']} · {metrics['attention']}", metrics=metrics,
+                 config=config, curves_png=curves, alignments=alignments, notes=notes)

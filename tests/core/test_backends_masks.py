@@ -1,0 +1,153 @@
+"""Backends agree; masks mean what they say; normalizers keep their promises."""
+
+import pytest
+import torch
+
+from attnzoo import attend
+from attnzoo.core import masks as M
+from attnzoo.core.attend import choose_backend
+from attnzoo.core.normalize import sparsemax
+from attnzoo.core.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
+
+torch.manual_seed(0)
+
+
+def qkv(B=2, H=3, L=5, S=7, D=8, E=6, dtype=torch.float64):
+    return (torch.randn(B, H, L, D, dtype=dtype, requires_grad=True),
+            torch.randn(B, H, S, D, dtype=dtype, requires_grad=True),
+            torch.randn(B, H, S, E, dtype=dtype, requires_grad=True))
+
+
+def alibi_like(score, b, h, q_idx, kv_idx):
+    return score - (h + 1) * 0.25 * (q_idx - kv_idx).abs()
+
+
+alibi_like.additive = True
+
+DOT_SCORES = [DotScore(), ScaledDotScore(), GeneralScore(8, 8).double(), CosineScore().double()]
+
+
+@pytest.mark.parametrize("score", DOT_SCORES, ids=lambda s: s.name)
+@pytest.mark.parametrize("extra", ["none", "mask", "bias", "score_mod", "causal", "full_row"])
+def test_eager_and_sdpa_agree_outputs_and_gradients(score, extra):
+    q, k, v = qkv()
+    kw = {}
+    if extra in ("mask", "full_row"):
+        mask = torch.rand(2, 1, 5, 7) > 0.4
+        mask[..., 0] = True
+        if extra == "full_row":
+            mask[1, 0, 2] = False
+        kw["mask"] = mask
+    if extra == "bias":
+        kw["bias"] = torch.randn(1, 3, 5, 7, dtype=torch.float64)
+    if extra == "score_mod":
+        kw["score_mod"] = alibi_like
+    if extra == "causal":
+        kw["is_causal"] = True
+    outs, grads = [], []
+    for backend in ("eager", "sdpa"):
+        out = attend(q, k, v, score=score, backend=backend, **kw).output
+        g = torch.autograd.grad(out.sum() + (out ** 2).sum(), [q, k, v] + list(score.parameters()))
+        outs.append(out)
+        grads.append(g)
+    assert torch.isfinite(outs[0]).all()
+    torch.testing.assert_close(outs[0], outs[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    if extra == "full_row":
+        assert (outs[1][1, :, 2] == 0).all()
+
+
+def test_auto_picks_sdpa_only_where_valid():
+    dot, add = ScaledDotScore(), AdditiveScore(4, 4)
+    assert choose_backend("auto", dot, "softmax", False, None) == "sdpa"
+    assert choose_backend("auto", dot, "softmax", True, None) == "eager"
+    assert choose_backend("auto", dot, "sparsemax", False, None) == "eager"
+    assert choose_backend("auto", add, "softmax", False, None) == "eager"
+    assert choose_backend("auto", dot, "softmax", False, lambda s, b, h, q, k: s * 2) == "eager"
+    assert choose_backend("auto", dot, "softmax", False, alibi_like) == "sdpa"
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(normalize="sparsemax"), "sparsemax"),
+    (dict(need_weights=True), "need_weights"),
+    (dict(score=AdditiveScore(8, 8).double()), "not a dot product"),
+])
+def test_invalid_sdpa_request_is_a_clear_error(kw, words):
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match=words) as e:
+        attend(q, k, v, backend="sdpa", **kw)
+    assert "backend='eager'" in str(e.value)
+
+
+@pytest.mark.parametrize("normalize", ["softmax", "sparsemax"])
+@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+def test_masked_keys_change_nothing(normalize, backend):
+    if normalize == "sparsemax" and backend == "sdpa":
+        pytest.skip("sparsemax runs on eager only (tested as an error above)")
+    q, k, v = qkv()
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[..., 4:] = False
+    out = attend(q, k, v, mask=mask, normalize=normalize, backend=backend).output
+    k2, v2 = k.detach().clone(), v.detach().clone()
+    k2[:, :, 4:] = 1e4 * torch.randn_like(k2[:, :, 4:])
+    v2[:, :, 4:] = torch.randn_like(v2[:, :, 4:])
+    out2 = attend(q, k2, v2, mask=mask, normalize=normalize, backend=backend).output
+    torch.testing.assert_close(out, out2)
+
+
+@pytest.mark.parametrize("normalize", ["softmax", "sparsemax"])
+def test_fully_masked_row_gives_zeros_and_finite_gradients(normalize):
+    q, k, v = qkv()
+    mask = torch.ones(2, 3, 5, 7, dtype=torch.bool)
+    mask[0, 1, 3] = False
+    res = attend(q, k, v, mask=mask, normalize=normalize, need_weights=True)
+    assert (res.weights[0, 1, 3] == 0).all() and (res.output[0, 1, 3] == 0).all()
+    torch.testing.assert_close(res.weights.sum(-1)[mask.any(-1)],
+                               torch.ones(int(mask.any(-1).sum()), dtype=torch.float64))
+    grads = torch.autograd.grad(res.output.sum(), [q, k, v])
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_sparsemax_matches_its_closed_form_and_is_sparse():
+    z = torch.tensor([[1.0, 0.8, 0.1, -1.0], [3.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    # row 0: support {0,1}: tau = (1 + 0.8 - 1)/2 = 0.4 -> (0.6, 0.4, 0, 0); row 1: (1, 0, 0, 0)
+    torch.testing.assert_close(sparsemax(z), torch.tensor([[0.6, 0.4, 0, 0], [1.0, 0, 0, 0]], dtype=torch.float64))
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: sparsemax(t), (x,))
+
+
+def test_sparsemax_is_the_simplex_projection():
+    torch.manual_seed(1)
+    z = torch.randn(5, 6, dtype=torch.float64)
+    p = sparsemax(z)
+    assert (p >= 0).all()
+    torch.testing.assert_close(p.sum(-1), torch.ones(5, dtype=torch.float64))
+    # projection optimality: no random point of the simplex is closer to z
+    for _ in range(200):
+        r = torch.distributions.Dirichlet(torch.ones(6, dtype=torch.float64)).sample((5,))
+        assert ((p - z).pow(2).sum(-1) <= (r - z).pow(2).sum(-1) + 1e-12).all()
+
+
+def test_softmax_is_float32_for_low_precision_inputs():
+    q, k, v = (t.detach().to(torch.bfloat16) for t in qkv())
+    res = attend(q, k, v, need_weights=True)
+    assert res.weights.dtype == torch.float32 and res.output.dtype == torch.bfloat16
+    assert torch.isfinite(res.output).all()
+
+
+def test_mask_builders_and_combinators():
+    lengths = torch.tensor([2, 4])
+    assert M.padding_mask(lengths, 5).tolist() == [[True, True, False, False, False], [True] * 4 + [False]]
+    c = M.causal_mask(3)
+    assert c.tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    w = M.sliding_window_mask(4, window=2)
+    assert w.tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+    mod = M.and_masks(M.causal, M.sliding_window(2), M.padding(lengths))
+    grid = M.create_mask(mod, 2, 1, 4, 4)
+    assert grid.shape == (2, 1, 4, 4)
+    assert torch.equal(grid[1, 0], w.bool())
+    assert torch.equal(grid[0, 0], w.bool() & (torch.arange(4) < 2))
+    either = M.create_mask(M.or_masks(M.causal, M.not_mask(M.causal)), 1, 1, 3, 3)
+    assert either.all()
+    assert torch.equal(M.create_mask(M.causal, 1, 1, 3, 3)[0, 0], M.causal_mask(3))

@@ -1,0 +1,75 @@
+"""The command line, end to end on the real dictionary with a tiny model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from attnzoo.cli import main
+
+TINY = ["--set", "embed_dim=8", "--set", "hidden_dim=8", "--set", "decoder_dim=16", "--set", "attention_hidden=8",
+        "--set", "enc_layers=1"]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "attnzoo", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_list_prints_every_content_mechanism(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dot", "scaled_dot", "general", "additive", "cosine"):
+        assert any(line.split()[:2] == [name, "content"] for line in out.splitlines())
+    assert "Bahdanau" in out and "Neural Turing Machines" in out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "g2p", "--attention", "additiv"], "did you mean 'additive'"),
+    (["train", "g2p", "--minutes", "-1"], "minutes must be positive"),
+    (["train", "g2p", "--batch-size", "0"], "batch_size must be positive"),
+    (["train", "g2p", "--set", "decoder_dims=3"], "did you mean 'decoder_dim'"),
+    (["train", "g2p", "--split", "rand"], "unknown split"),
+    (["eval", "/nonexistent/run"], "does not exist"),
+])
+def test_bad_requests_get_one_line_and_exit_2(args, words, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("attnzoo: error:") and words in err[0], err
+
+
+def test_unreadable_run_directory(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"format_version": 1, "task": "g2p"}))
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(["pronounce", str(tmp_path), "hello"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be read as an attnzoo checkpoint" in err and "Traceback" not in err
+    (tmp_path / "config.json").write_text(json.dumps({"format_version": 99, "task": "g2p"}))
+    assert main(["eval", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow
+def test_train_eval_pronounce_show_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    r = run("-q", "train", "g2p", "--epochs", "0.03", "--beam", "2", "--out", str(out), *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "test  WER" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"task", "model", "attention", "params", "train_seconds", "primary", "dev", "test"}
+    assert metrics["primary"] == {"name": "wer", "value": metrics["test"]["wer"], "higher_is_better": False}
+    assert metrics["test"]["words"] == 11994 and 0 < metrics["test"]["per"] < 1.5
+    assert json.loads((out / "config.json").read_text())["format_version"] == 1
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert lines and "dev_wer" in json.loads(lines[-1])
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 12 and "WER" in html.upper()
+
+    r = run("eval", str(out), "--beam", "2")
+    assert r.returncode == 0 and f"{metrics['test']['wer']:.2%}" in r.stdout, r.stdout + r.stderr
+    r = run("pronounce", str(out), "hello", "World")
+    assert r.returncode == 0 and r.stdout.splitlines()[0].startswith("hello\t")
+    r = run("pronounce", str(out), "héllo")
+    assert r.returncode == 2 and "'é'" in r.stderr and "Traceback" not in r.stderr
+    png = tmp_path / "a.png"
+    r = run("show", str(out), "attention", "--out", str(png))
+    assert r.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
