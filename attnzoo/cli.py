@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(see `attnzoo list`; default: additive)")
     tr.add_argument("--model", default="rnn", help="architecture (default: rnn)")
     budget = tr.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 7, so the whole "
+    budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
                         "command ends within 10 minutes on 2 CPU cores)")
     budget.add_argument("--epochs", type=float, help="fixed amount of training instead of a time budget")
     tr.add_argument("--out", help="run directory (default: runs/TASK-ATTENTION-TIMESTAMP)")
@@ -110,6 +110,10 @@ def cmd_train(args) -> int:
     cfg = g2p.G2PConfig(split=args.split, seed=args.seed, minutes=args.minutes, epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr, beam_size=args.beam, device=args.device,
                         model=args.model)
+    from .registry import get as get_mechanism
+
+    get_mechanism(args.attention)
+    g2p.check_overrides(_overrides(args.set))
     out = Path(args.out or f"runs/{args.task}-{args.attention}-{time.strftime('%Y%m%d-%H%M%S')}")
     budget = f"{cfg.minutes:g} minutes" if cfg.minutes is not None else f"{cfg.epochs:g} epochs"
     print(f"training {args.task} · {args.model} · {args.attention} for {budget} -> {out}", file=sys.stderr)

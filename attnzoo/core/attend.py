@@ -117,6 +117,7 @@ def attend(
             decoders project keys once per sequence).
     """
     score = resolve_score(score, scale)
+    q, k, v = _autocast_inputs(q, k, v)
     three_d = _check_inputs(q, k, v, mask, bias, normalize, dropout_p)
     if three_d:  # one code path: (B, L, D) -> (B, 1, L, D)
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
@@ -187,6 +188,17 @@ def _sdpa(score, q, k, v, mask, bias, score_mod, dropout_p) -> AttentionOutput:
 
 
 # --------------------------------------------------------------------------- helpers
+def _autocast_inputs(q, k, v):
+    """Under torch.autocast, mixed input dtypes are expected: bring all three to the autocast dtype."""
+    if not all(isinstance(x, Tensor) and torch.is_floating_point(x) for x in (q, k, v)):
+        return q, k, v  # _check_inputs names the problem
+    device_type = q.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return q, k, v
+    dtype = torch.get_autocast_dtype(device_type)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
 def _add_head_dim(x: Tensor | None) -> Tensor | None:
     """A 3-D-input mask/bias broadcasting to (B, L, S) -> one broadcasting to (B, 1, L, S)."""
     if x is None or x.dim() < 3:

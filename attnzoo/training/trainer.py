@@ -45,6 +45,27 @@ class TrainResult:
     interrupted: bool = False
 
 
+def autocast(model: nn.Module, dtype: torch.dtype | None):
+    """Mixed precision for the forward pass (None: full precision); float32 master weights."""
+    device_type = next(model.parameters()).device.type
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """'fp32' -> None; 'bf16' -> bfloat16 autocast; 'auto' -> bf16 where the hardware has it."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    # CPUs with AVX512-BF16 or AMX run bf16 matmuls and LSTMs natively (about 1.6x faster here);
+    # elsewhere bf16 is emulated and slower, so stay in float32.
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return torch.bfloat16 if (check and check()) or (amx and amx()) else None
+
+
 class Trainer:
     """Runs ``loss_fn(model, batch) -> (loss, items)`` over ``batches(epoch)`` within a budget.
 
@@ -58,7 +79,7 @@ class Trainer:
                  primary: str, higher_is_better: bool = False, eval_every_minutes: float = 1.0,
                  grad_clip: float = 1.0, warmup_fraction: float = 0.03, final_lr_fraction: float = 0.05,
                  weight_decay: float = 0.0, on_record: Callable[[dict, bool], Any] | None = None,
-                 progress: bool | None = None, unit: str = "items"):
+                 progress: bool | None = None, unit: str = "items", autocast_dtype: torch.dtype | None = None):
         self.model, self.budget, self.evaluate = model, budget, evaluate
         self.primary, self.higher_is_better = primary, higher_is_better
         self.eval_every = eval_every_minutes * 60
@@ -68,6 +89,7 @@ class Trainer:
         self.on_record = on_record
         self.progress = progress
         self.unit = unit
+        self.autocast_dtype = autocast_dtype
 
     def lr_at(self, fraction: float) -> float:
         f = min(max(fraction, 0.0), 1.0)
@@ -125,7 +147,8 @@ class Trainer:
                 for batch in batches(epoch):
                     for g in self.optimizer.param_groups:
                         g["lr"] = self.lr_at(fraction())
-                    loss, n_items = loss_fn(self.model, batch)
+                    with autocast(self.model, self.autocast_dtype):
+                        loss, n_items = loss_fn(self.model, batch)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
                                                  "lower --lr or check the data")
