@@ -95,6 +95,7 @@ def attend(
     backend: str = "auto",
     scale: float | None = None,
     keys_projected: bool = False,
+    query_offset: int | None = None,
 ) -> AttentionOutput:
     """Attention of queries ``q`` over keys ``k`` and values ``v``.
 
@@ -115,6 +116,9 @@ def attend(
         scale: overrides 1/sqrt(D) for score="scaled_dot".
         keys_projected: ``k`` already went through ``score.project_keys`` (step-wise
             decoders project keys once per sequence).
+        query_offset: absolute position of the first query among the keys, used by
+            ``is_causal`` and as ``q_idx`` in ``score_mod``; default ``S - L``
+            (bottom-right: the queries are the newest positions, as with a KV cache).
     """
     score = resolve_score(score, scale)
     q, k, v = _autocast_inputs(q, k, v)
@@ -127,8 +131,10 @@ def attend(
         blocked_free = ~torch.isneginf(bias)
         mask = blocked_free if mask is None else mask & blocked_free
         bias = bias.masked_fill(~blocked_free, 0.0)
+    if query_offset is None:
+        query_offset = k.shape[-2] - q.shape[-2]
     if is_causal:
-        c = causal_mask(q.shape[-2], k.shape[-2], device=q.device)  # (L, S)
+        c = causal_mask(q.shape[-2], k.shape[-2], device=q.device, query_offset=query_offset)  # (L, S)
         mask = c if mask is None else mask & c
 
     chosen = choose_backend(backend, score, normalize, need_weights, score_mod)
@@ -137,21 +143,22 @@ def attend(
     _check_feature_sizes(score, qp, kp)
     kp, v = _expand_kv_heads(qp, kp, v)
     if chosen == "sdpa":
-        out = _sdpa(score, qp, kp, v, mask, bias, score_mod, dropout_p)
+        out = _sdpa(score, qp, kp, v, mask, bias, score_mod, dropout_p, query_offset)
     else:
-        out = _eager(score, qp, kp, v, mask, bias, score_mod, normalize, dropout_p, need_weights)
+        out = _eager(score, qp, kp, v, mask, bias, score_mod, normalize, dropout_p, need_weights, query_offset)
     if three_d:
         out = AttentionOutput(out.output.squeeze(1), None if out.weights is None else out.weights.squeeze(1))
     return out
 
 
 # --------------------------------------------------------------------------- backends
-def _eager(score, q, k, v, mask, bias, score_mod, normalize, dropout_p, need_weights) -> AttentionOutput:
+def _eager(score, q, k, v, mask, bias, score_mod, normalize, dropout_p, need_weights,
+           query_offset=0) -> AttentionOutput:
     scores = score.compare(q, k)  # (B, H, L, S)
     if bias is not None:
         scores = scores + bias
     if score_mod is not None:
-        scores = score_mod(scores, *index_grid(*scores.shape, device=scores.device))
+        scores = score_mod(scores, *index_grid(*scores.shape, device=scores.device, query_offset=query_offset))
     weights = NORMALIZERS[normalize](scores, mask)  # (B, H, L, S) float32
     attn = weights.to(v.dtype)
     if dropout_p > 0:
@@ -160,12 +167,12 @@ def _eager(score, q, k, v, mask, bias, score_mod, normalize, dropout_p, need_wei
     return AttentionOutput(out, weights if need_weights else None)
 
 
-def _sdpa(score, q, k, v, mask, bias, score_mod, dropout_p) -> AttentionOutput:
+def _sdpa(score, q, k, v, mask, bias, score_mod, dropout_p, query_offset=0) -> AttentionOutput:
     q, k, scale = score.dot_form(q, k)
     B, H, L, S = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     if score_mod is not None:  # additive: materialise score_mod(0) as a bias
         zero = torch.zeros((), dtype=torch.float32, device=q.device)
-        extra = score_mod(zero, *index_grid(B, H, L, S, device=q.device))
+        extra = score_mod(zero, *index_grid(B, H, L, S, device=q.device, query_offset=query_offset))
         bias = extra if bias is None else bias + extra
     row_open = None
     if mask is not None:
@@ -179,8 +186,6 @@ def _sdpa(score, q, k, v, mask, bias, score_mod, dropout_p) -> AttentionOutput:
             attn_mask = attn_mask.masked_fill(~mask, float("-inf"))
     else:
         attn_mask = mask
-    if attn_mask is not None and attn_mask.dim() == 4 and attn_mask.shape[0] not in (1, B):
-        raise AssertionError("unreachable: mask batch checked earlier")
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
     if row_open is not None:
         out = out * row_open.to(out.dtype)

@@ -36,15 +36,16 @@ def padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]  # (B, S)
 
 
-def causal_mask(query_len: int, key_len: int | None = None, device=None) -> Tensor:
-    """(L, S) lower-triangular mask, aligned to the bottom-right corner.
+def causal_mask(query_len: int, key_len: int | None = None, device=None, query_offset: int | None = None) -> Tensor:
+    """(L, S) lower-triangular mask, aligned to the bottom-right corner by default.
 
-    Query i sits at absolute position ``S - L + i``, so with a KV cache (L < S)
-    the new queries see every cached key and themselves, never the future.
-    For L == S this is the usual lower triangle.
+    Query i sits at absolute position ``query_offset + i`` (default ``S - L``),
+    so with a KV cache (L < S) the new queries see every cached key and
+    themselves, never the future. For L == S this is the usual lower triangle.
     """
     key_len = query_len if key_len is None else key_len
-    q_idx = torch.arange(query_len, device=device)[:, None] + (key_len - query_len)
+    offset = key_len - query_len if query_offset is None else query_offset
+    q_idx = torch.arange(query_len, device=device)[:, None] + offset
     kv_idx = torch.arange(key_len, device=device)[None, :]
     return kv_idx <= q_idx  # (L, S)
 
@@ -119,11 +120,14 @@ def not_mask(mod: MaskMod) -> MaskMod:
     return mask_mod
 
 
-def index_grid(B: int, H: int, L: int, S: int, device=None):
-    """Broadcastable (b, h, q_idx, kv_idx) index tensors for a (B, H, L, S) grid."""
+def index_grid(B: int, H: int, L: int, S: int, device=None, query_offset: int = 0):
+    """Broadcastable (b, h, q_idx, kv_idx) index tensors for a (B, H, L, S) grid.
+
+    ``q_idx`` are absolute positions: ``query_offset + 0 .. L-1``.
+    """
     b = torch.arange(B, device=device).view(B, 1, 1, 1)
     h = torch.arange(H, device=device).view(1, H, 1, 1)
-    q_idx = torch.arange(L, device=device).view(1, 1, L, 1)
+    q_idx = torch.arange(L, device=device).view(1, 1, L, 1) + query_offset
     kv_idx = torch.arange(S, device=device).view(1, 1, 1, S)
     return b, h, q_idx, kv_idx
 

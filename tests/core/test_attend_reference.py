@@ -109,10 +109,11 @@ def test_bias_and_score_mod_are_added_to_scores():
     def score_mod(score, b, h, q_idx, kv_idx):
         return score - 0.5 * (q_idx - kv_idx).abs()
 
-    got = attend(q, k, v, score="dot", bias=bias, score_mod=score_mod, need_weights=True)
-    rel = -0.5 * (torch.arange(L)[:, None] - torch.arange(S)[None, :]).abs()
-    want = torch.softmax(q @ k.transpose(1, 2) + bias + rel, -1)
-    torch.testing.assert_close(got.weights, want)
+    for offset, expected_offset in ((None, S - L), (0, 0)):  # default: queries are the last L positions
+        got = attend(q, k, v, score="dot", bias=bias, score_mod=score_mod, need_weights=True, query_offset=offset)
+        rel = -0.5 * (torch.arange(L)[:, None] + expected_offset - torch.arange(S)[None, :]).abs()
+        want = torch.softmax(q @ k.transpose(1, 2) + bias + rel, -1)
+        torch.testing.assert_close(got.weights, want)
 
 
 def test_neg_inf_bias_acts_as_mask_and_full_rows_are_zero():
