@@ -9,9 +9,10 @@
 """
 
 from .core import AttentionOutput, attend
-from .mechanisms import AttentionState, StepAttention
+from .core.kv_cache import KVCache
+from .mechanisms import AttentionState, MultiHeadAttention, SelfAttention, StepAttention
 from .registry import MechanismInfo, create, mechanisms
 
 __version__ = "0.1.0"
 __all__ = ["attend", "AttentionOutput", "create", "mechanisms", "MechanismInfo", "AttentionState",
-           "StepAttention", "__version__"]
+           "StepAttention", "MultiHeadAttention", "SelfAttention", "KVCache", "__version__"]

@@ -1,13 +1,14 @@
 """The core every mechanism shares: score -> mask/bias -> normalize -> aggregate."""
 
 from .attend import BACKENDS, AttentionOutput, attend, choose_backend
+from .kv_cache import KVCache
 from .masks import (and_masks, causal, causal_mask, create_mask, not_mask, or_masks, padding,
                     padding_mask, sliding_window, sliding_window_mask)
 from .normalize import NORMALIZERS, softmax, sparsemax
 from .scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score
 
 __all__ = [
-    "attend", "AttentionOutput", "BACKENDS", "choose_backend",
+    "attend", "AttentionOutput", "KVCache", "BACKENDS", "choose_backend",
     "padding_mask", "causal_mask", "sliding_window_mask", "causal", "sliding_window", "padding",
     "and_masks", "or_masks", "not_mask", "create_mask",
     "softmax", "sparsemax", "NORMALIZERS",

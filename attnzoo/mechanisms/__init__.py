@@ -3,6 +3,11 @@
 from .base import AttentionState, StepAttention
 from .content import (AdditiveAttention, ContentAttention, CosineAttention, DotAttention, GeneralAttention,
                       ScaledDotAttention)
+from .multihead import GroupedQueryAttention, MultiHeadAttention, MultiQueryAttention
+from .self_attention import SelfAttention
+from .transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
 
 __all__ = ["AttentionState", "StepAttention", "ContentAttention", "DotAttention", "ScaledDotAttention",
-           "GeneralAttention", "AdditiveAttention", "CosineAttention"]
+           "GeneralAttention", "AdditiveAttention", "CosineAttention", "MultiHeadAttention",
+           "GroupedQueryAttention", "MultiQueryAttention", "SelfAttention", "BlockConfig", "EncoderBlock",
+           "DecoderBlock", "FeedForward"]

@@ -1,0 +1,81 @@
+"""KVCache: the keys and values one attention layer has seen, for incremental decoding.
+
+The caller creates one per layer and passes it as ``cache=``; each call
+appends the new positions' keys and values (the one documented exception to
+"attnzoo never changes its inputs in place": the cache is state the caller
+hands over for exactly that). Storage grows by doubling, so decoding T tokens
+copies O(T) rather than O(T^2) elements.
+
+A cross-attention layer uses its cache differently: the first call stores the
+projected memory, later calls reuse it (``static=True`` is set by the layer).
+
+Shape legend: B batch, G key/value heads, S cached length, D head dim, E value dim.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import validate as V
+
+
+class KVCache:
+    def __init__(self) -> None:
+        self._k: Tensor | None = None  # (B, G, capacity, D)
+        self._v: Tensor | None = None  # (B, G, capacity, E)
+        self.length = 0
+        self.static = False  # True: holds a cross-attention memory, reused as is
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def keys(self) -> Tensor | None:
+        return None if self._k is None else self._k[:, :, : self.length]  # (B, G, S, D)
+
+    @property
+    def values(self) -> Tensor | None:
+        return None if self._v is None else self._v[:, :, : self.length]  # (B, G, S, E)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add (B, G, L, D) keys and (B, G, L, E) values; return all (B, G, S + L, .) so far."""
+        if self.static:
+            raise ValueError("this KVCache holds a cross-attention memory; use a separate KVCache per layer "
+                             "and per self-/cross-attention")
+        L = k.shape[-2]
+        if self._k is None:
+            cap = max(16, L)
+            self._k = k.new_empty(*k.shape[:2], cap, k.shape[-1])
+            self._v = v.new_empty(*v.shape[:2], cap, v.shape[-1])
+        elif k.shape[:2] != self._k.shape[:2] or k.shape[-1] != self._k.shape[-1]:
+            raise ValueError(f"k of shape {V.fmt_shape(k.shape)} does not continue the cached keys of shape "
+                             f"{V.fmt_shape(self.keys.shape)} (B, G and D must match)")
+        if self.length + L > self._k.shape[2]:  # grow by doubling
+            cap = max(2 * self._k.shape[2], self.length + L)
+            self._k = torch.cat([self._k[:, :, : self.length], self._k.new_empty(*self._k.shape[:2],
+                                 cap - self.length, self._k.shape[-1])], dim=2)
+            self._v = torch.cat([self._v[:, :, : self.length], self._v.new_empty(*self._v.shape[:2],
+                                 cap - self.length, self._v.shape[-1])], dim=2)
+        self._k[:, :, self.length: self.length + L] = k
+        self._v[:, :, self.length: self.length + L] = v
+        self.length += L
+        return self.keys, self.values
+
+    def store(self, k: Tensor, v: Tensor) -> None:
+        """Hold a cross-attention memory (B, G, S, D/E) for reuse by later calls."""
+        self._k, self._v, self.length, self.static = k, v, k.shape[-2], True
+
+    def index_select_(self, index: Tensor) -> "KVCache":
+        """Reorder or repeat the batch rows in place (beam search)."""
+        if self._k is not None:
+            self._k = self._k.index_select(0, index)
+            self._v = self._v.index_select(0, index)
+        return self
+
+    def reset(self) -> None:
+        self.__init__()
+
+    def __repr__(self) -> str:
+        shape = None if self._k is None else V.fmt_shape(self.keys.shape)
+        return f"KVCache(length={self.length}, keys={shape}, static={self.static})"

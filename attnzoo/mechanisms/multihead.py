@@ -1,0 +1,159 @@
+"""Multi-head attention: MHA (Vaswani 2017), MQA (Shazeer 2019), GQA (Ainslie 2023).
+
+    head_h = softmax(Q_h K_g(h)^T / sqrt(D) + position terms) V_g(h),   g(h) = h // (H / G)
+    out    = W_o [head_1; ...; head_H]
+
+with Q = x W_q split into H heads and K, V projected to G key/value heads:
+G = H is MHA, G = 1 is MQA, anything between is GQA (each K/V head shared by
+H / G query heads). Everything after the projections is :func:`attnzoo.attend`:
+with ``need_weights=False`` and ``fused_attn=True`` PyTorch's fused kernel
+runs; with ``need_weights=True`` the eager path returns per-head weights.
+
+Positions (``positions=``), each in its slot of the core:
+``"rope"`` rotates q and k; ``"alibi"`` and ``"t5"`` are score_mod biases;
+``"relative"`` (Shaw 2018) is a bias from q. Positions apply to
+self-attention only (cross-attention compares two sequences). Absolute positions
+(sinusoidal, learned) are added to the inputs by the model, not here.
+
+Masks are boolean with True = may attend (the opposite of
+``nn.MultiheadAttention``'s ``key_padding_mask`` and boolean ``attn_mask``).
+
+Shape legend: B batch, L query length, S key length, H heads, G key/value
+heads, D head dim, ``dim`` model width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..core import validate as V
+from ..core.attend import AttentionOutput, attend
+from ..core.kv_cache import KVCache
+from ..positions import ALiBi, RelativePositions, RotaryPositions, T5RelativeBias
+from ..registry import register
+
+POSITIONS = (None, "rope", "alibi", "t5", "relative")
+
+
+@register("mha", family="multi-head", paper="Vaswani et al. 2017, Attention Is All You Need")
+class MultiHeadAttention(nn.Module):
+    """out = W_o [softmax(Q_h K_g(h)^T / sqrt(D)) V_g(h)]_h; G = H (MHA), 1 (MQA) or between (GQA)."""
+
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None, *,
+                 key_dim: int | None = None, value_dim: int | None = None, bias: bool = True,
+                 dropout_p: float = 0.0, positions: str | None = None, fused_attn: bool = True,
+                 relative_distance: int = 16, t5_bidirectional: bool = True):
+        super().__init__()
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        for name, val in (("dim", dim), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
+            if not isinstance(val, int) or val < 1:
+                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"dim ({dim}) is not divisible by num_heads ({num_heads}); pass head_dim")
+            head_dim = dim // num_heads
+        V.check_choice("positions", positions, POSITIONS)
+        if not 0 <= dropout_p < 1:
+            raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+        self.dim, self.num_heads, self.num_kv_heads, self.head_dim = dim, num_heads, num_kv_heads, head_dim
+        self.dropout_p, self.fused_attn, self.positions = dropout_p, fused_attn, positions
+        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(key_dim or dim, num_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(value_dim or dim, num_kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
+        self.rope = RotaryPositions(head_dim) if positions == "rope" else None
+        self.alibi = ALiBi(num_heads) if positions == "alibi" else None
+        self.t5 = T5RelativeBias(num_heads, bidirectional=t5_bidirectional) if positions == "t5" else None
+        self.relative = RelativePositions(head_dim, relative_distance) if positions == "relative" else None
+
+    def _heads(self, x: Tensor, n: int) -> Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, n, self.head_dim).transpose(1, 2)  # (B, n, L, D)
+
+    def forward(self, x: Tensor, key: Tensor | None = None, value: Tensor | None = None, *,
+                key_mask: Tensor | None = None, mask: Tensor | None = None, is_causal: bool = False,
+                need_weights: bool = False, cache: KVCache | None = None) -> AttentionOutput:
+        """Self-attention ``mha(x)`` or cross-attention ``mha(x, key=memory, value=memory)``.
+
+        Args:
+            x: (B, L, dim) queries (and keys/values for self-attention).
+            key, value: (B, S, key_dim / value_dim) memory for cross-attention (value defaults to key).
+            key_mask: (B, S) boolean, True = a real key (with a cache: over all cached + new keys).
+            mask: boolean broadcastable to (B, H, L, S), e.g. an (L, S) attention pattern.
+            is_causal: block future keys (queries are the newest positions when a cache is used).
+            need_weights: return (B, H, L, S) per-head weights (runs the eager path).
+            cache: a caller-owned :class:`KVCache`; self-attention appends to it, cross-attention
+                stores the projected memory on the first call and reuses it after (later calls
+                may then pass key=None).
+        Returns:
+            AttentionOutput(output (B, L, dim), weights (B, H, L, S) or None).
+        """
+        V.check_tensor("x", x)
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (B, L, {self.dim}) (B, L, dim), got {V.fmt_shape(x.shape)}")
+        cross = key is not None or (cache is not None and cache.static)  # a static cache holds a memory
+        if value is not None and key is None:
+            raise ValueError("value= was given without key=; pass both for cross-attention")
+        if key is not None and (key.dim() != 3 or key.shape[0] != x.shape[0]):
+            raise ValueError(f"key must have shape (B, S, key_dim) with B = {x.shape[0]}, got {V.fmt_shape(key.shape)}")
+        q = self._heads(self.q_proj(x), self.num_heads)  # (B, H, L, D)
+        offset = 0 if cache is None or cross else cache.length  # absolute position of x[:, 0]
+        if cross and cache is not None and cache.static:
+            k, v = cache.keys, cache.values  # (B, G, S, D) projected memory, reused
+        else:
+            src_k = key if cross else x
+            src_v = (value if value is not None else key) if cross else x
+            k = self._heads(self.k_proj(src_k), self.num_kv_heads)  # (B, G, S_new, D)
+            v = self._heads(self.v_proj(src_v), self.num_kv_heads)  # (B, G, S_new, D)
+            if self.rope is not None and not cross:
+                q, k = self.rope(q, k, q_offset=offset, k_offset=offset)
+            if cache is not None:
+                if cross:
+                    cache.store(k, v)
+                else:
+                    k, v = cache.append(k, v)  # (B, G, S, D) all keys so far
+        S = k.shape[-2]
+        if key_mask is not None:
+            V.check_tensor("key_mask", key_mask)
+            if key_mask.dtype != torch.bool:
+                raise TypeError(f"key_mask must be boolean (True = a real key), got dtype {key_mask.dtype}; "
+                                "nn.MultiheadAttention's key_padding_mask converts with ~key_padding_mask")
+            if tuple(key_mask.shape) != (x.shape[0], S):
+                raise ValueError(f"key_mask must have shape (B, S) = ({x.shape[0]}, {S}) (all keys, cached ones "
+                                 f"included), got {V.fmt_shape(key_mask.shape)}")
+            km = key_mask[:, None, None, :]  # (B, 1, 1, S)
+            mask = km if mask is None else mask & km
+        bias = self.relative.bias(q, S, offset) if self.relative is not None and not cross else None
+        score_mod = None if cross else (self.alibi or self.t5)
+        out = attend(q, k, v, score="scaled_dot", mask=mask, bias=bias, score_mod=score_mod, is_causal=is_causal,
+                     dropout_p=self.dropout_p if self.training else 0.0, need_weights=need_weights,
+                     backend="auto" if self.fused_attn else "eager", query_offset=offset)
+        B, H, L, D = out.output.shape
+        merged = out.output.transpose(1, 2).reshape(B, L, H * D)  # (B, L, H*D)
+        return AttentionOutput(self.o_proj(merged), out.weights)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
+                f"head_dim={self.head_dim}, positions={self.positions!r}, fused_attn={self.fused_attn}")
+
+
+@register("gqa", family="multi-head", paper="Ainslie et al. 2023, GQA: Training Generalized Multi-Query "
+                                             "Transformer Models from Multi-Head Checkpoints")
+class GroupedQueryAttention(MultiHeadAttention):
+    """Like MHA with G < H key/value heads, each shared by H / G query heads (default G = H / 4)."""
+
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None, **kw):
+        super().__init__(dim, num_heads, num_kv_heads or max(1, num_heads // 4), head_dim, **kw)
+
+
+@register("mqa", family="multi-head", paper="Shazeer 2019, Fast Transformer Decoding: One Write-Head is "
+                                             "All You Need")
+class MultiQueryAttention(MultiHeadAttention):
+    """Like MHA with one key/value head shared by all query heads (G = 1)."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, **kw):
+        kw.pop("num_kv_heads", None)
+        super().__init__(dim, num_heads, 1, head_dim, **kw)

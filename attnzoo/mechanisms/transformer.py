@@ -1,0 +1,128 @@
+"""Transformer blocks (Vaswani et al. 2017): encoder, decoder, and their sublayers.
+
+Encoder block:                        Decoder block:
+    x = x + Drop(SelfAttn(x))             x = x + Drop(CausalSelfAttn(x))       # cached when decoding
+    x = x + Drop(FFN(x))                  x = x + Drop(CrossAttn(x, memory))    # memory projected once
+                                          x = x + Drop(FFN(x))
+each sublayer wrapped as
+    post-norm (the paper):  x = LayerNorm(x + Drop(f(x)))
+    pre-norm (Xiong 2020):  x = x + Drop(f(LayerNorm(x)))   (``norm_first=True``, trains without warm-up tricks)
+and FFN(x) = W_2 act(W_1 x + b_1) + b_2.
+
+Attention layers are :class:`~attnzoo.mechanisms.multihead.MultiHeadAttention`
+(so MHA/GQA/MQA, positions and the fused kernel come with them).
+
+Shape legend: B batch, L target length, S source length, ``dim`` model width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core.kv_cache import KVCache
+from .multihead import MultiHeadAttention
+
+
+@dataclass
+class BlockConfig:
+    dim: int = 256  # model width
+    num_heads: int = 4  # query heads
+    num_kv_heads: int | None = None  # key/value heads (None: = num_heads, MHA)
+    ffn_dim: int | None = None  # feed-forward hidden size (None: 4 * dim)
+    dropout: float = 0.1  # after attention, inside and after the FFN
+    attn_dropout: float = 0.0  # on the attention weights
+    norm_first: bool = True  # pre-norm (True) or the paper's post-norm (False)
+    activation: str = "gelu"  # "gelu" or "relu" (the paper)
+    positions: str | None = None  # "rope" | "alibi" | "t5" | "relative" for self-attention
+    fused_attn: bool = True  # PyTorch's fused kernel when no weights are asked for
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = W_2 act(W_1 x + b_1) + b_2."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float, activation: str):
+        super().__init__()
+        if activation not in ("gelu", "relu"):
+            raise ValueError(f"unknown activation {activation!r}; expected 'gelu' or 'relu'")
+        self.up, self.down = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.act = F.gelu if activation == "gelu" else F.relu
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.drop(self.act(self.up(x))))
+
+
+class _Sublayer(nn.Module):
+    """Residual + LayerNorm around one sublayer, in pre- or post-norm order."""
+
+    def __init__(self, dim: int, dropout: float, norm_first: bool):
+        super().__init__()
+        self.norm, self.drop, self.norm_first = nn.LayerNorm(dim), nn.Dropout(dropout), norm_first
+
+    def forward(self, x: Tensor, f) -> tuple[Tensor, Tensor | None]:
+        y, weights = f(self.norm(x) if self.norm_first else x)
+        x = x + self.drop(y)
+        return (x if self.norm_first else self.norm(x)), weights
+
+
+def _attention(cfg: BlockConfig, positions: str | None) -> MultiHeadAttention:
+    return MultiHeadAttention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, dropout_p=cfg.attn_dropout,
+                              positions=positions, fused_attn=cfg.fused_attn, t5_bidirectional=True)
+
+
+@dataclass
+class BlockOutput:
+    output: Tensor  # (B, L, dim)
+    weights: dict[str, Tensor] = field(default_factory=dict)  # "self"/"cross": (B, H, L, S) when asked for
+
+
+class EncoderBlock(nn.Module):
+    """x -> x + SelfAttn(x) -> x + FFN(x), with LayerNorm pre or post."""
+
+    def __init__(self, cfg: BlockConfig):
+        super().__init__()
+        self.self_attn = _attention(cfg, cfg.positions)
+        self.ffn = FeedForward(cfg.dim, cfg.ffn_dim or 4 * cfg.dim, cfg.dropout, cfg.activation)
+        self.attn_sub = _Sublayer(cfg.dim, cfg.dropout, cfg.norm_first)
+        self.ffn_sub = _Sublayer(cfg.dim, cfg.dropout, cfg.norm_first)
+
+    def forward(self, x: Tensor, key_mask: Tensor | None = None, need_weights: bool = False) -> BlockOutput:
+        x, w = self.attn_sub(x, lambda h: tuple(self.self_attn(h, key_mask=key_mask, need_weights=need_weights)))
+        x, _ = self.ffn_sub(x, lambda h: (self.ffn(h), None))
+        return BlockOutput(x, {"self": w} if w is not None else {})
+
+
+class DecoderBlock(nn.Module):
+    """x -> x + CausalSelfAttn(x) -> x + CrossAttn(x, memory) -> x + FFN(x)."""
+
+    def __init__(self, cfg: BlockConfig, memory_dim: int | None = None):
+        super().__init__()
+        self.self_attn = _attention(cfg, cfg.positions)
+        self.cross_attn = MultiHeadAttention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, key_dim=memory_dim,
+                                             value_dim=memory_dim, dropout_p=cfg.attn_dropout,
+                                             fused_attn=cfg.fused_attn)
+        self.ffn = FeedForward(cfg.dim, cfg.ffn_dim or 4 * cfg.dim, cfg.dropout, cfg.activation)
+        self.self_sub = _Sublayer(cfg.dim, cfg.dropout, cfg.norm_first)
+        self.cross_sub = _Sublayer(cfg.dim, cfg.dropout, cfg.norm_first)
+        self.ffn_sub = _Sublayer(cfg.dim, cfg.dropout, cfg.norm_first)
+
+    def forward(self, x: Tensor, memory: Tensor | None, memory_mask: Tensor | None = None, *,
+                need_weights: bool = False, self_cache: KVCache | None = None,
+                cross_cache: KVCache | None = None) -> BlockOutput:
+        """x (B, L, dim); memory (B, S, memory_dim) (may be None once cross_cache holds it)."""
+        weights = {}
+        x, w = self.self_sub(x, lambda h: tuple(self.self_attn(h, is_causal=True, need_weights=need_weights,
+                                                               cache=self_cache)))
+        if w is not None:
+            weights["self"] = w
+        if memory is None and (cross_cache is None or not cross_cache.static):
+            raise ValueError("memory is required unless cross_cache already holds it")
+        x, w = self.cross_sub(x, lambda h: tuple(self.cross_attn(h, key=memory, value=memory, key_mask=memory_mask,
+                                                                 need_weights=need_weights, cache=cross_cache)))
+        if w is not None:
+            weights["cross"] = w
+        x, _ = self.ffn_sub(x, lambda h: (self.ffn(h), None))
+        return BlockOutput(x, weights)
