@@ -110,9 +110,9 @@ def cmd_train(args) -> int:
     cfg = g2p.G2PConfig(split=args.split, seed=args.seed, minutes=args.minutes, epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr, beam_size=args.beam, device=args.device,
                         model=args.model)
-    from .registry import get as get_mechanism
+    from .registry import get_step_wise
 
-    get_mechanism(args.attention)
+    get_step_wise(args.attention)
     g2p.check_overrides(_overrides(args.set))
     out = Path(args.out or f"runs/{args.task}-{args.attention}-{time.strftime('%Y%m%d-%H%M%S')}")
     budget = f"{cfg.minutes:g} minutes" if cfg.minutes is not None else f"{cfg.epochs:g} epochs"

@@ -23,6 +23,13 @@ class MechanismInfo:
     summary: str  # the first line of the class docstring: its equation
     cls: type
 
+    @property
+    def step_wise(self) -> bool:
+        """True for decoder-side mechanisms with the (query, keys, values, key_mask, state) contract."""
+        from .mechanisms.base import StepAttention
+
+        return issubclass(self.cls, StepAttention)
+
 
 _REGISTRY: dict[str, MechanismInfo] = {}
 
@@ -62,6 +69,16 @@ def get(name: str) -> MechanismInfo:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown attention {name!r}{hint} (known: {', '.join(names)}; `attnzoo list` shows all)")
     return _REGISTRY[name]
+
+
+def get_step_wise(name: str) -> MechanismInfo:
+    """A mechanism for a step-wise decoder's attention slot, or an error listing the ones that fit."""
+    info = get(name)
+    if not info.step_wise:
+        fits = ", ".join(i.name for i in mechanisms() if i.step_wise)
+        raise ValueError(f"attention {name!r} ({info.family}) works on whole sequences and does not fit a "
+                         f"step-wise decoder's slot; choose one of: {fits}")
+    return info
 
 
 def create(name: str, *args, **kwargs):

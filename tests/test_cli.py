@@ -26,6 +26,7 @@ def test_list_prints_every_content_mechanism(capsys):
 
 @pytest.mark.parametrize("args, words", [
     (["train", "g2p", "--attention", "additiv"], "did you mean 'additive'"),
+    (["train", "g2p", "--attention", "mha"], "does not fit a step-wise decoder"),
     (["train", "g2p", "--minutes", "-1"], "minutes must be positive"),
     (["train", "g2p", "--batch-size", "0"], "batch_size must be positive"),
     (["train", "g2p", "--set", "decoder_dims=3"], "did you mean 'decoder_dim'"),

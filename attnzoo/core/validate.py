@@ -112,7 +112,7 @@ def check_bias(name: str, bias: Tensor, target: Sequence[int], legend: str) -> N
 def check_choice(name: str, value: str, choices: Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
+        close = difflib.get_close_matches(str(value), [c for c in choices if isinstance(c, str)], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}{hint}")
 

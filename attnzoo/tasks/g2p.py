@@ -29,7 +29,7 @@ from ..data.g2p import SPLITS, make_split
 from ..data.vocab import Vocab
 from ..models.decoding import decode
 from ..models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
-from ..registry import get as get_mechanism
+from ..registry import get_step_wise as get_mechanism
 from ..training.checkpoint import FORMAT_VERSION, load_run, save_checkpoint, write_json, RunDirError
 from ..training.metrics import g2p_scores
 from ..training.trainer import Budget, Trainer, resolve_precision
