@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from .core import validate as V
 from .data import MissingDataError
 from .training.checkpoint import RunDirError
 
@@ -55,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a model on a task and write a run directory")
     tr.add_argument("task", choices=TASKS)
-    tr.add_argument("--attention", default="additive", help="mechanism in the model's attention slot "
-                    "(see `attnzoo list`; default: additive)")
-    tr.add_argument("--model", default="rnn", help="architecture (default: rnn)")
+    tr.add_argument("--attention", help="mechanism in the model's attention slot (see `attnzoo list`; "
+                    "default: additive for rnn, mha for transformer)")
+    tr.add_argument("--model", default="rnn", help="architecture: rnn | transformer (default: rnn)")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
                         "command ends within 10 minutes on 2 CPU cores)")
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--split", default="standard", help="g2p: standard (the benchmark's test words) | random")
     tr.add_argument("--beam", type=int, default=5, help="beam size for the test words (1 = greedy)")
     tr.add_argument("--batch-size", type=int, default=256)
-    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 rnn, 1e-3 transformer)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
 
@@ -110,14 +111,16 @@ def cmd_train(args) -> int:
     cfg = g2p.G2PConfig(split=args.split, seed=args.seed, minutes=args.minutes, epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr, beam_size=args.beam, device=args.device,
                         model=args.model)
-    from .registry import get_step_wise
+    from .models.factory import DEFAULT_ATTENTION, check_model
 
-    get_step_wise(args.attention)
-    g2p.check_overrides(_overrides(args.set))
-    out = Path(args.out or f"runs/{args.task}-{args.attention}-{time.strftime('%Y%m%d-%H%M%S')}")
+    V.check_choice("model", args.model, DEFAULT_ATTENTION)
+    attention = args.attention or DEFAULT_ATTENTION[args.model]
+    overrides = _overrides(args.set)
+    check_model(args.model, attention, overrides)
+    out = Path(args.out or f"runs/{args.task}-{args.model}-{attention}-{time.strftime('%Y%m%d-%H%M%S')}")
     budget = f"{cfg.minutes:g} minutes" if cfg.minutes is not None else f"{cfg.epochs:g} epochs"
-    print(f"training {args.task} · {args.model} · {args.attention} for {budget} -> {out}", file=sys.stderr)
-    m = g2p.train(cfg, out, attention=args.attention, model_overrides=_overrides(args.set),
+    print(f"training {args.task} · {args.model} · {attention} for {budget} -> {out}", file=sys.stderr)
+    m = g2p.train(cfg, out, attention=attention, model_overrides=overrides,
                   progress=False if args.quiet else None)
     t, d = m["test"], m["dev"]
     print(f"\n{args.task} {m['model']} {m['attention']}: {m['params']:,} parameters, "
@@ -143,8 +146,8 @@ def cmd_pronounce(args) -> int:
     from .tasks import g2p
 
     model = g2p.load(args.run_dir)
-    for word, (phones, _) in zip(args.words, model.pronounce(args.words, beam_size=args.beam)):
-        print(f"{word}\t{' '.join(phones)}")
+    for word, r in zip(args.words, model.pronounce(args.words, beam_size=args.beam)):
+        print(f"{word}\t{' '.join(r.phonemes)}")
     return 0
 
 
@@ -153,10 +156,10 @@ def cmd_show(args) -> int:
     from .viz.heatmap import save_alignment
 
     model = g2p.load(args.run_dir)
-    phones, weights = model.pronounce([args.word], beam_size=args.beam)[0]
+    r = model.pronounce([args.word], beam_size=args.beam)[0]
     out = Path(args.out or Path(args.run_dir) / f"alignment-{args.word.lower()}.png")
-    save_alignment(out, weights.numpy(), list(args.word.lower()), phones + ["</s>"],
-                   title=f"{args.word} -> {' '.join(phones)}")
+    save_alignment(out, r.weights.numpy(), list(args.word.strip().lower()), r.labels,
+                   title=f"{args.word} -> {' '.join(r.phonemes)}")
     print(out)
     return 0
 

@@ -3,8 +3,10 @@
 Data, model and metric wired together:
 
 * data: :mod:`attnzoo.data.g2p` (the ``standard`` benchmark split by default);
-* model: :class:`~attnzoo.models.rnn_seq2seq.RNNSeq2Seq` over letters ->
-  ARPAbet phonemes, with ``--attention`` in its attention slot;
+* model: :class:`~attnzoo.models.rnn_seq2seq.RNNSeq2Seq` (``--model rnn``) or
+  :class:`~attnzoo.models.transformer_seq2seq.TransformerSeq2Seq` (``--model
+  transformer``) over letters -> ARPAbet phonemes, with ``--attention`` in its
+  attention slot;
 * metric: PER and WER as in the published G2P papers
   (:func:`attnzoo.training.metrics.g2p_scores`), test words decoded with beam search.
 
@@ -28,8 +30,7 @@ from ..data.batching import bucketed_batches, num_batches, sorted_batches
 from ..data.g2p import SPLITS, make_split
 from ..data.vocab import Vocab
 from ..models.decoding import decode
-from ..models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
-from ..registry import get_step_wise as get_mechanism
+from ..models.factory import DEFAULT_ATTENTION, MODELS, build_seq2seq, check_model, rebuild_seq2seq
 from ..training.checkpoint import FORMAT_VERSION, load_run, save_checkpoint, write_json, RunDirError
 from ..training.metrics import g2p_scores
 from ..training.trainer import Budget, Trainer, resolve_precision
@@ -37,13 +38,17 @@ from ..training.trainer import Budget, Trainer, resolve_precision
 log = logging.getLogger(__name__)
 
 TASK = "g2p"
-MODELS = ("rnn",)
 #: with no --minutes/--epochs: training time that keeps the whole command
 #: (training, decoding 12k test words, the report) within 10 minutes on 2 cores
 DEFAULT_MINUTES = 8.0
-#: model size for the default budget (measured: see README); --set KEY=VALUE overrides
-G2P_MODEL_DEFAULTS = dict(embed_dim=96, hidden_dim=192, decoder_dim=384, enc_layers=2, dec_layers=1,
-                          attention_hidden=192, order="luong", input_feeding=False, dropout=0.2)
+#: model sizes for the default budget (measured: see README); --set KEY=VALUE overrides
+G2P_MODEL_DEFAULTS = {
+    "rnn": dict(embed_dim=96, hidden_dim=192, decoder_dim=384, enc_layers=2, dec_layers=1, attention_hidden=192,
+                order="luong", input_feeding=False, dropout=0.2),
+    "transformer": dict(dim=256, num_heads=4, enc_layers=3, dec_layers=3, ffn_dim=1024, dropout=0.1,
+                        positions="sinusoidal", max_len=64),
+}
+DEFAULT_LR = {"rnn": 3e-3, "transformer": 1e-3}
 
 
 @dataclass
@@ -55,7 +60,7 @@ class G2PConfig:
     minutes: float | None = None  # wall-clock training budget
     epochs: float | None = None  # or a fixed amount of work
     batch_size: int = 256  # pairs per step; large batches use both cores well
-    lr: float = 3e-3  # peak AdamW learning rate (warm-up, then cosine decay over the budget)
+    lr: float | None = None  # peak AdamW learning rate (warm-up, cosine decay); None: the model's default
     label_smoothing: float = 0.1  # regularises the phoneme softmax
     grad_clip: float = 1.0  # max gradient norm
     beam_size: int = 5  # test decoding (dev evaluations during training are greedy)
@@ -70,6 +75,8 @@ class G2PConfig:
     def __post_init__(self):
         V.check_choice("split", self.split, SPLITS)
         V.check_choice("model", self.model, MODELS)
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.model]
         V.check_choice("device", self.device, ("auto", "cpu", "cuda"))
         V.check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
         if self.minutes is not None and self.epochs is not None:
@@ -102,7 +109,7 @@ def resolve_device(name: str) -> torch.device:
 class G2PModel:
     """A trained model with its vocabularies: ``pronounce(words)``."""
 
-    model: RNNSeq2Seq
+    model: torch.nn.Module  # RNNSeq2Seq or TransformerSeq2Seq: encode() and step()
     letters: Vocab
     phonemes: Vocab
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -120,8 +127,8 @@ class G2PModel:
 
     @torch.no_grad()
     def pronounce(self, words: list[str], beam_size: int = 5, length_penalty: float = 1.0,
-                  batch_size: int = 500) -> list[tuple[list[str], torch.Tensor]]:
-        """Each word -> (phonemes, attention weights (len(phonemes) + 1, len(word)), incl. </s>)."""
+                  batch_size: int = 500) -> list["Pronunciation"]:
+        """Each word -> its phonemes, and the attention over its letters at every output step."""
         self.model.eval()
         sources = [self.encode_word(w) for w in words]
         out: list = [None] * len(words)
@@ -129,37 +136,37 @@ class G2PModel:
             hyps = decode(self.model, src.to(self.device), lengths.to(self.device),
                           max_len=2 * int(lengths.max()) + 5, beam_size=beam_size, length_penalty=length_penalty)
             for j, i in enumerate(idx):
-                out[i] = (self.phonemes.decode(hyps.tokens[j]), hyps.weights[j])
+                ids, weights = hyps.tokens[j], hyps.weights[j]
+                labels = [self.phonemes.tokens[t] for t in ids] + ["</s>"] * (weights.shape[0] - len(ids))
+                out[i] = Pronunciation(self.phonemes.decode(ids), weights, labels)
         return out
+
+
+@dataclass
+class Pronunciation:
+    phonemes: list[str]  # the output, specials removed
+    weights: torch.Tensor  # (T, S): attention over the letters at each of the T output steps
+    labels: list[str]  # the T tokens emitted at those steps (phonemes, then </s> if it ended)
 
 
 def evaluate_words(g2p: G2PModel, refs: dict[str, list], beam_size: int, length_penalty: float = 1.0) -> dict:
     words = list(refs)
     results = g2p.pronounce(words, beam_size=beam_size, length_penalty=length_penalty)
-    return g2p_scores({w: r[0] for w, r in zip(words, results)}, refs)
+    return g2p_scores({w: r.phonemes for w, r in zip(words, results)}, refs)
 
 
 # ----------------------------------------------------------------------------- training
-def check_overrides(overrides: dict | None) -> None:
-    known = {f.name for f in fields(Seq2SeqConfig)} - {"src_vocab", "tgt_vocab", "attention"}
-    for key in overrides or {}:
-        if key not in known:
-            V.check_choice("model option (--set KEY=VALUE)", key, sorted(known))
+def build_model(model: str, letters: Vocab, phonemes: Vocab, attention: str, overrides: dict | None = None):
+    options = {**G2P_MODEL_DEFAULTS[model], **(overrides or {})}
+    return build_seq2seq(model, len(letters), len(phonemes), attention, options, pad_id=phonemes.pad_id,
+                         bos_id=phonemes.bos_id, eos_id=phonemes.eos_id)
 
 
-def build_model(letters: Vocab, phonemes: Vocab, attention: str, overrides: dict | None = None) -> RNNSeq2Seq:
-    get_mechanism(attention)  # unknown names fail here, with suggestions
-    check_overrides(overrides)
-    options = {**G2P_MODEL_DEFAULTS, **(overrides or {})}
-    cfg = Seq2SeqConfig(src_vocab=len(letters), tgt_vocab=len(phonemes), attention=attention, **options)
-    return RNNSeq2Seq(cfg, pad_id=phonemes.pad_id, bos_id=phonemes.bos_id, eos_id=phonemes.eos_id)
-
-
-def train(cfg: G2PConfig, out_dir: str | Path, attention: str = "additive",
+def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
           model_overrides: dict | None = None, progress: bool | None = None) -> dict:
     """Train, evaluate on dev and test, write the run directory; returns metrics.json's content."""
-    get_mechanism(attention)  # fail before loading data
-    check_overrides(model_overrides)
+    attention = attention or DEFAULT_ATTENTION[cfg.model]
+    check_model(cfg.model, attention, model_overrides)  # fail before loading data
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -172,7 +179,7 @@ def train(cfg: G2PConfig, out_dir: str | Path, attention: str = "additive",
     pairs = [(letters.encode(list(w)), phonemes.encode(p, add_bos=True, add_eos=True)) for w, p in split.train]
     log.info("data: %s (%.1fs)", split.summary(), time.monotonic() - t0)
 
-    model = build_model(letters, phonemes, attention, model_overrides).to(device)
+    model = build_model(cfg.model, letters, phonemes, attention, model_overrides).to(device)
     g2p = G2PModel(model, letters, phonemes, device)
     dev_sample = dict(list(split.dev.items())[: cfg.dev_eval_words])
     config = {
@@ -242,8 +249,8 @@ def load(run_dir: str | Path, device: str = "cpu") -> G2PModel:
     try:
         letters = Vocab.from_list(ckpt["vocabs"]["letters"])
         phonemes = Vocab.from_list(ckpt["vocabs"]["phonemes"])
-        mcfg = Seq2SeqConfig.from_dict(ckpt["config"]["model_config"])
-        model = RNNSeq2Seq(mcfg, pad_id=phonemes.pad_id, bos_id=phonemes.bos_id, eos_id=phonemes.eos_id)
+        model = rebuild_seq2seq(ckpt["config"].get("model", "rnn"), ckpt["config"]["model_config"],
+                                pad_id=phonemes.pad_id, bos_id=phonemes.bos_id, eos_id=phonemes.eos_id)
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise RunDirError(f"{run_dir}/checkpoint.pt does not hold a g2p model "
@@ -271,11 +278,12 @@ def write_g2p_report(out: Path, g2p: G2PModel, test: dict, metrics: dict, config
     words = sorted(random.Random(cfg.seed).sample(sorted(test), min(cfg.report_words, len(test))))
     results = g2p.pronounce(words, beam_size=cfg.beam_size, length_penalty=cfg.length_penalty)
     alignments = []
-    for w, (phones, weights) in zip(words, results):
-        right = tuple(phones) in {tuple(r) for r in test[w]}
+    for w, r in zip(words, results):
+        phones = r.phonemes
+        right = tuple(phones) in {tuple(ref) for ref in test[w]}
         ref = " ".join(test[w][0])
         alignments.append({
-            "source": list(w), "target": phones + ["</s>"], "weights": weights.numpy(),
+            "source": list(w), "target": r.labels, "weights": r.weights.numpy(),
             "caption": f"{w}  ->  {' '.join(phones)}   (reference {ref}) {'✓' if right else '✗'}",
         })
     curves = learning_curves_png_bytes(records, metrics=["train_loss", "dev_wer", "dev_per"]) if records else None

@@ -1,0 +1,61 @@
+"""Build a sequence-to-sequence model by name: ``--model rnn|transformer`` and ``--attention NAME``.
+
+The attention slot differs by architecture: the RNN decoder takes any
+step-wise mechanism (``additive``, ``general``, ...); the Transformer takes a
+multi-head variant (``mha``, ``gqa``, ``mqa``), which sets its key/value heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from torch import nn
+
+from ..core import validate as V
+from ..registry import get, get_step_wise
+from .rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
+from .transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
+
+MODELS = {"rnn": (RNNSeq2Seq, Seq2SeqConfig), "transformer": (TransformerSeq2Seq, TransformerConfig)}
+DEFAULT_ATTENTION = {"rnn": "additive", "transformer": "mha"}
+TRANSFORMER_ATTENTION = ("mha", "gqa", "mqa")
+_FIXED = {"src_vocab", "tgt_vocab", "attention"}
+
+
+def check_model(model: str, attention: str, options: dict | None) -> None:
+    """Fail early (before any data loads) on an unknown model, attention or option."""
+    V.check_choice("model", model, MODELS)
+    if model == "rnn":
+        get_step_wise(attention)
+    else:
+        get(attention)
+        if attention not in TRANSFORMER_ATTENTION:
+            raise ValueError(f"attention {attention!r} does not fit the transformer's slot; choose one of: "
+                             f"{', '.join(TRANSFORMER_ATTENTION)} (or --model rnn for step-wise mechanisms)")
+    known = {f.name for f in fields(MODELS[model][1])} - _FIXED
+    for key in options or {}:
+        if key not in known:
+            V.check_choice(f"{model} model option (--set KEY=VALUE)", key, sorted(known))
+
+
+def build_seq2seq(model: str, src_vocab: int, tgt_vocab: int, attention: str, options: dict | None = None, *,
+                  pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> nn.Module:
+    check_model(model, attention, options)
+    cls, cfg_cls = MODELS[model]
+    options = dict(options or {})
+    if model == "rnn":
+        cfg = cfg_cls(src_vocab=src_vocab, tgt_vocab=tgt_vocab, attention=attention, **options)
+    else:
+        if attention == "mqa":
+            options["num_kv_heads"] = 1
+        elif attention == "gqa" and options.get("num_kv_heads") is None:
+            options["num_kv_heads"] = max(1, options.get("num_heads", 4) // 4)
+        cfg = cfg_cls(src_vocab=src_vocab, tgt_vocab=tgt_vocab, **options)
+    return cls(cfg, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
+
+
+def rebuild_seq2seq(model: str, config: dict, *, pad_id: int, bos_id: int, eos_id: int) -> nn.Module:
+    """The model a checkpoint's config describes."""
+    V.check_choice("model", model, MODELS)
+    cls, cfg_cls = MODELS[model]
+    return cls(cfg_cls.from_dict(config), pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)

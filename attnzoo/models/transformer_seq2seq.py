@@ -1,0 +1,174 @@
+"""Transformer encoder-decoder (Vaswani et al. 2017) with the step-wise decoding interface.
+
+    memory = Encoder(E_src x + P)                       # N encoder blocks, then LayerNorm (pre-norm)
+    h      = Decoder(E_tgt y_<t + P, memory)            # N decoder blocks: causal self-, cross-attention
+    p(y_t) = softmax(h W_E^T)                           # output layer tied to the target embeddings
+
+Training runs all target positions at once (teacher forcing with a causal
+mask); decoding calls ``step`` with one new token, and every self-attention
+layer reads its earlier keys and values from a :class:`~attnzoo.core.kv_cache.KVCache`
+while every cross-attention layer reuses the memory it projected at the first
+step, so the prefix is never recomputed. ``encode``/``step`` match
+:class:`~attnzoo.models.rnn_seq2seq.RNNSeq2Seq`, so the same greedy and beam
+search decoders run both.
+
+Positions: ``sinusoidal`` or ``learned`` are added to the embeddings; ``rope``,
+``alibi``, ``t5`` and ``relative`` go into every self-attention layer.
+
+Shape legend: B batch, S source length, T target length, V target vocabulary, ``dim`` width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core import validate as V
+from ..core.kv_cache import KVCache
+from ..mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock
+from ..positions import LearnedPositions, SinusoidalPositions
+from .rnn_seq2seq import Memory
+
+ABSOLUTE = ("sinusoidal", "learned")
+POSITIONS = ABSOLUTE + ("rope", "alibi", "t5", "relative")
+
+
+@dataclass
+class TransformerConfig:
+    src_vocab: int  # source token count
+    tgt_vocab: int  # target token count, specials included
+    dim: int = 256  # model width
+    num_heads: int = 4  # attention heads per layer
+    num_kv_heads: int | None = None  # key/value heads (GQA/MQA when fewer than num_heads)
+    enc_layers: int = 3  # encoder blocks
+    dec_layers: int = 3  # decoder blocks
+    ffn_dim: int | None = None  # feed-forward size (None: 4 * dim)
+    dropout: float = 0.1  # residual, FFN and embedding dropout
+    attn_dropout: float = 0.0  # dropout on attention weights
+    norm_first: bool = True  # pre-norm blocks (stable without long warm-up)
+    positions: str = "sinusoidal"  # sinusoidal | learned | rope | alibi | t5 | relative
+    max_len: int = 512  # longest sequence the absolute positions cover
+    activation: str = "gelu"
+
+    def __post_init__(self):
+        V.check_choice("positions", self.positions, POSITIONS)
+        for name in ("src_vocab", "tgt_vocab", "dim", "num_heads", "enc_layers", "dec_layers", "max_len"):
+            V.check_positive(name, getattr(self, name))
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+
+    def block(self) -> BlockConfig:
+        return BlockConfig(dim=self.dim, num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
+                           ffn_dim=self.ffn_dim, dropout=self.dropout, attn_dropout=self.attn_dropout,
+                           norm_first=self.norm_first, activation=self.activation,
+                           positions=None if self.positions in ABSOLUTE else self.positions)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class TransformerState:
+    """Per decoder layer: a self-attention cache and a cross-attention cache; ``step`` = tokens so far."""
+
+    self_caches: list[KVCache]
+    cross_caches: list[KVCache]
+    step: int = 0
+
+    def index_select(self, index: Tensor) -> "TransformerState":
+        for c in self.self_caches + self.cross_caches:
+            c.index_select_(index)
+        return self
+
+
+class TransformerSeq2Seq(nn.Module):
+    def __init__(self, config: TransformerConfig, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2):
+        super().__init__()
+        c = self.config = config
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.src_embed = nn.Embedding(c.src_vocab, c.dim, padding_idx=pad_id)
+        self.tgt_embed = nn.Embedding(c.tgt_vocab, c.dim, padding_idx=pad_id)
+        if c.positions == "sinusoidal":
+            self.pos = SinusoidalPositions(c.dim, c.max_len)
+        elif c.positions == "learned":
+            self.pos = LearnedPositions(c.dim, c.max_len)
+        else:
+            self.pos = None
+        self.drop = nn.Dropout(c.dropout)
+        block = c.block()
+        self.encoder = nn.ModuleList(EncoderBlock(block) for _ in range(c.enc_layers))
+        self.decoder = nn.ModuleList(DecoderBlock(block) for _ in range(c.dec_layers))
+        self.enc_norm = nn.LayerNorm(c.dim) if c.norm_first else nn.Identity()
+        self.dec_norm = nn.LayerNorm(c.dim) if c.norm_first else nn.Identity()
+        self.scale = math.sqrt(c.dim)
+        nn.init.normal_(self.src_embed.weight, std=c.dim ** -0.5)
+        nn.init.normal_(self.tgt_embed.weight, std=c.dim ** -0.5)
+
+    def _embed(self, table: nn.Embedding, ids: Tensor, offset: int = 0) -> Tensor:
+        x = table(ids) * self.scale  # (B, L, dim)
+        if self.pos is not None:
+            x = self.pos(x, offset)
+        return self.drop(x)
+
+    # ------------------------------------------------------------------ encoder
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, TransformerState]:
+        if src.dim() != 2:
+            raise ValueError(f"src must have shape (B, S) of token ids, got {V.fmt_shape(src.shape)}")
+        if src_lengths.shape != (src.shape[0],):
+            raise ValueError(f"src_lengths must have shape (B,) = ({src.shape[0]},), "
+                             f"got {V.fmt_shape(src_lengths.shape)}")
+        S = src.shape[1]
+        mask = torch.arange(S, device=src.device)[None, :] < src_lengths[:, None].to(src.device)  # (B, S)
+        x = self._embed(self.src_embed, src)
+        for block in self.encoder:
+            x = block(x, key_mask=mask).output
+        memory = Memory(self.enc_norm(x), mask)
+        n = len(self.decoder)
+        return memory, TransformerState([KVCache() for _ in range(n)], [KVCache() for _ in range(n)])
+
+    # ------------------------------------------------------------------ decoder
+    def _decode(self, y: Tensor, memory: Memory, state: TransformerState | None, need_weights: bool):
+        offset = state.step if state is not None else 0
+        x = self._embed(self.tgt_embed, y, offset)  # (B, T, dim)
+        weights = None
+        for i, block in enumerate(self.decoder):
+            last = i == len(self.decoder) - 1
+            first_step = state is None or not state.cross_caches[i].static
+            out = block(x, memory.states if first_step else None, memory.mask,
+                        need_weights=need_weights and last,
+                        self_cache=None if state is None else state.self_caches[i],
+                        cross_cache=None if state is None else state.cross_caches[i])
+            x = out.output
+            if need_weights and last:
+                weights = out.weights["cross"].float().mean(1)  # (B, T, S) averaged over heads
+        logits = self.dec_norm(x) @ self.tgt_embed.weight.t()  # (B, T, V) tied output layer
+        return logits, weights
+
+    def step(self, prev_tokens: Tensor, state: TransformerState, memory: Memory) -> tuple[Tensor, Tensor, TransformerState]:
+        """prev_tokens (B,) -> logits (B, V), last layer's cross-attention (B, S) averaged over heads."""
+        logits, weights = self._decode(prev_tokens[:, None], memory, state, need_weights=True)
+        state.step += 1
+        return logits[:, 0], weights[:, 0], state
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        memory, _ = self.encode(src, src_lengths)
+        return self._decode(tgt_in, memory, None, need_weights)
+
+    def loss(self, src: Tensor, src_lengths: Tensor, tgt: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        logits, _ = self(src, src_lengths, tgt[:, :-1])
+        gold = tgt[:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), gold.reshape(-1),
+                               ignore_index=self.pad_id, label_smoothing=label_smoothing)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
