@@ -1,6 +1,6 @@
 """Transformer blocks (Vaswani et al. 2017): encoder, decoder, and their sublayers.
 
-Encoder block:                        Decoder block:
+Encoder block (and, causal, the LM's): Decoder block:
     x = x + Drop(SelfAttn(x))             x = x + Drop(CausalSelfAttn(x))       # cached when decoding
     x = x + Drop(FFN(x))                  x = x + Drop(CrossAttn(x, memory))    # memory projected once
                                           x = x + Drop(FFN(x))
@@ -79,8 +79,12 @@ class BlockOutput:
     weights: dict[str, Tensor] = field(default_factory=dict)  # "self"/"cross": (B, H, L, S) when asked for
 
 
-class EncoderBlock(nn.Module):
-    """x -> x + SelfAttn(x) -> x + FFN(x), with LayerNorm pre or post."""
+class SelfAttentionBlock(nn.Module):
+    """x -> x + SelfAttn(x) -> x + FFN(x), with LayerNorm pre or post.
+
+    The encoder block (bidirectional) and, with ``is_causal=True`` and a cache,
+    the decoder-only language model's block.
+    """
 
     def __init__(self, cfg: BlockConfig):
         super().__init__()
@@ -89,10 +93,15 @@ class EncoderBlock(nn.Module):
         self.attn_sub = _Sublayer(cfg.dim, cfg.dropout, cfg.norm_first)
         self.ffn_sub = _Sublayer(cfg.dim, cfg.dropout, cfg.norm_first)
 
-    def forward(self, x: Tensor, key_mask: Tensor | None = None, need_weights: bool = False) -> BlockOutput:
-        x, w = self.attn_sub(x, lambda h: tuple(self.self_attn(h, key_mask=key_mask, need_weights=need_weights)))
+    def forward(self, x: Tensor, key_mask: Tensor | None = None, need_weights: bool = False, *,
+                is_causal: bool = False, cache: KVCache | None = None) -> BlockOutput:
+        x, w = self.attn_sub(x, lambda h: tuple(self.self_attn(h, key_mask=key_mask, need_weights=need_weights,
+                                                               is_causal=is_causal, cache=cache)))
         x, _ = self.ffn_sub(x, lambda h: (self.ffn(h), None))
         return BlockOutput(x, {"self": w} if w is not None else {})
+
+
+EncoderBlock = SelfAttentionBlock
 
 
 class DecoderBlock(nn.Module):

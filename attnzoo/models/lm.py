@@ -1,0 +1,155 @@
+"""Decoder-only Transformer language model (Radford et al. 2018; nanoGPT's shape) with cached generation.
+
+    x_0   = E[tokens] (+ P)                         # absolute positions, or rope/alibi/t5/relative inside attention
+    x_l   = Block_l(x_{l-1})                        # causal self-attention + FFN, pre-norm
+    p(y)  = softmax(LayerNorm(x_L) E^T)             # output tied to the embeddings
+
+``generate`` runs the prompt once, then one token per step, each layer
+reading its earlier keys and values from a :class:`~attnzoo.core.kv_cache.KVCache`
+(the prefix is never recomputed); sampling with temperature, top-k and top-p
+(nucleus, Holtzman 2020), or greedy with ``temperature=0``.
+
+Shape legend: B batch, T length, V vocabulary, ``dim`` width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core import validate as V
+from ..core.kv_cache import KVCache
+from ..mechanisms.transformer import BlockConfig, SelfAttentionBlock
+from ..positions import LearnedPositions, SinusoidalPositions
+
+POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5", "relative")
+
+
+@dataclass
+class LMConfig:
+    vocab: int  # token count
+    dim: int = 256  # model width
+    num_heads: int = 4  # query heads
+    num_kv_heads: int | None = None  # key/value heads (GQA/MQA when fewer)
+    layers: int = 4  # blocks
+    ffn_dim: int | None = None  # feed-forward size (None: 4 * dim)
+    dropout: float = 0.1  # residual/FFN/embedding dropout
+    context: int = 256  # longest context trained on (and covered by absolute positions)
+    positions: str = "rope"  # learned | sinusoidal | rope | alibi | t5 | relative
+
+    def __post_init__(self):
+        V.check_choice("positions", self.positions, POSITIONS)
+        for name in ("vocab", "dim", "num_heads", "layers", "context"):
+            V.check_positive(name, getattr(self, name))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LMConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class DecoderLM(nn.Module):
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        c = self.config = config
+        self.embed = nn.Embedding(c.vocab, c.dim)
+        absolute = c.positions in ("learned", "sinusoidal")
+        if c.positions == "learned":
+            self.pos = LearnedPositions(c.dim, c.context)
+        elif c.positions == "sinusoidal":
+            self.pos = SinusoidalPositions(c.dim, c.context)
+        else:
+            self.pos = None
+        block = BlockConfig(dim=c.dim, num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, ffn_dim=c.ffn_dim,
+                            dropout=c.dropout, norm_first=True, positions=None if absolute else c.positions)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(block) for _ in range(c.layers))
+        self.norm = nn.LayerNorm(c.dim)
+        self.drop = nn.Dropout(c.dropout)
+        nn.init.normal_(self.embed.weight, std=0.02)
+
+    def forward(self, tokens: Tensor, caches: list[KVCache] | None = None,
+                need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """tokens (B, T) -> logits (B, T, V) and, if asked, per-layer (B, H, T, S) weights."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must have shape (B, T), got {V.fmt_shape(tokens.shape)}")
+        offset = 0 if caches is None else len(caches[0])
+        x = self.embed(tokens)  # (B, T, dim)
+        if self.pos is not None:
+            x = self.pos(x, offset)
+        x = self.drop(x)
+        weights = []
+        for i, block in enumerate(self.blocks):
+            out = block(x, need_weights=need_weights, is_causal=True, cache=None if caches is None else caches[i])
+            x = out.output
+            if need_weights:
+                weights.append(out.weights["self"])
+        return self.norm(x) @ self.embed.weight.t(), weights  # (B, T, V)
+
+    def loss(self, tokens: Tensor) -> Tensor:
+        """Next-character cross-entropy in nats over tokens (B, T+1)."""
+        logits, _ = self(tokens[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1))
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """prompt (B, T0) -> (B, T0 + max_new_tokens); temperature 0 is greedy."""
+        if prompt.dim() != 2 or prompt.shape[1] < 1:
+            raise ValueError(f"prompt must have shape (B, T0) with T0 >= 1, got {V.fmt_shape(prompt.shape)}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        was_training = self.training
+        self.eval()
+        caches = [KVCache() for _ in self.blocks]
+        context = prompt[:, -self.config.context:]
+        out = [prompt]
+        logits, _ = self(context, caches)
+        for _ in range(max_new_tokens):
+            nxt = sample_next(logits[:, -1].float(), temperature, top_k, top_p, generator)  # (B, 1)
+            out.append(nxt)
+            if len(caches[0]) >= self.config.context:  # window full: start again from the last tokens
+                caches = [KVCache() for _ in self.blocks]
+                context = torch.cat(out, 1)[:, -self.config.context + 1:]
+                logits, _ = self(context, caches)
+            else:
+                logits, _ = self(nxt, caches)
+        self.train(was_training)
+        return torch.cat(out, 1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    """logits (B, V) -> next token ids (B, 1): greedy at temperature 0, else filtered sampling."""
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the tokens ranked above it already hold top_p of the mass
+        drop = probs.cumsum(-1) - probs >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+def bits_per_character(nats: float) -> float:
+    return nats / math.log(2)
