@@ -134,8 +134,8 @@ def _train_g2p(args) -> int:
     overrides = _overrides(args.set)
     check_model(model, attention, overrides)
     cfg = g2p.G2PConfig(split=args.split, seed=args.seed, minutes=args.minutes, epochs=args.epochs,
-                        batch_size=args.batch_size or 256, lr=args.lr, beam_size=args.beam, device=args.device,
-                        model=model)
+                        batch_size=256 if args.batch_size is None else args.batch_size, lr=args.lr,
+                        beam_size=args.beam, device=args.device, model=model)
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
     m = g2p.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None)
@@ -155,8 +155,9 @@ def _train_lm(args) -> int:
     attention = args.attention or "mha"
     overrides = _overrides(args.set)
     lm.check_model(attention, overrides)
-    cfg = lm.LMTaskConfig(seed=args.seed, minutes=args.minutes, epochs=args.epochs, batch_size=args.batch_size or 64,
-                          lr=args.lr, device=args.device, model=model)
+    cfg = lm.LMTaskConfig(seed=args.seed, minutes=args.minutes, epochs=args.epochs,
+                          batch_size=64 if args.batch_size is None else args.batch_size, lr=args.lr,
+                          device=args.device, model=model)
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
     m = lm.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None)

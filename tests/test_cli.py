@@ -32,6 +32,9 @@ def test_list_prints_every_content_mechanism(capsys):
     (["train", "g2p", "--set", "decoder_dims=3"], "did you mean 'decoder_dim'"),
     (["train", "g2p", "--split", "rand"], "unknown split"),
     (["eval", "/nonexistent/run"], "does not exist"),
+    (["train", "lm", "--attention", "additive"], "unknown attention (the lm's slot)"),
+    (["train", "lm", "--set", "position=alibi"], "did you mean 'positions'"),
+    (["train", "g2p", "--model", "transformer", "--attention", "additive"], "does not fit the transformer"),
 ])
 def test_bad_requests_get_one_line_and_exit_2(args, words, capsys):
     assert main(args) == 2
@@ -74,3 +77,19 @@ def test_train_eval_pronounce_show_end_to_end(tmp_path):
     png = tmp_path / "a.png"
     r = run("show", str(out), "attention", "--out", str(png))
     assert r.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_lm_train_generate_eval_end_to_end(tmp_path):
+    out = tmp_path / "lm"
+    r = run("-q", "train", "lm", "--epochs", "0.01", "--out", str(out), "--set", "dim=32", "--set", "layers=1",
+            "--set", "context=32")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["primary"]["name"] == "bpc" and 0 < metrics["test"]["bpc"] < 8
+    html = (out / "report.html").read_text()
+    assert "Attention maps" in html and html.count("data:image/png;base64,") >= 2
+    r = run("generate", str(out), "--prompt", "ROMEO:", "--chars", "40", "--temperature", "0")
+    assert r.returncode == 0 and r.stdout.startswith("ROMEO:") and len(r.stdout.rstrip("\n")) == 46
+    r = run("eval", str(out))
+    assert r.returncode == 0 and f"{metrics['test']['bpc']:.3f} bits/char" in r.stdout
