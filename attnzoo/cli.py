@@ -7,6 +7,7 @@
     attnzoo show DIR WORD [--out PNG]              the alignment heatmap of one word
     attnzoo train lm [--minutes M] [--set positions=rope] ...   character LM on 38 Shakespeare plays
     attnzoo generate DIR --prompt TEXT             continue a text
+    attnzoo train classify --model vit             Fashion-MNIST (Debian dataset-fashion-mnist)
 
 Errors in what was asked (an unknown name, a bad value, an unreadable run
 directory, a missing data package) print one line and exit with status 2;
@@ -27,7 +28,7 @@ from .data import MissingDataError
 from .training.checkpoint import RunDirError
 
 USER_ERRORS = (ValueError, TypeError, RunDirError, MissingDataError, FileNotFoundError)
-TASKS = ("g2p", "lm")
+TASKS = ("g2p", "lm", "classify")
 
 
 def _value(text: str):
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("task", choices=TASKS)
     tr.add_argument("--attention", help="mechanism in the model's attention slot (see `attnzoo list`; "
                     "default: additive for rnn, mha for transformer)")
-    tr.add_argument("--model", help="architecture: g2p: rnn (default) | transformer; lm: transformer")
+    tr.add_argument("--model", help="architecture: g2p: rnn (default) | transformer; lm: transformer; "
+                    "classify: vit")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
                         "command ends within 10 minutes on 2 CPU cores)")
@@ -121,7 +123,7 @@ def _run_dir(args, model: str, attention: str) -> Path:
 
 
 def cmd_train(args) -> int:
-    return {"g2p": _train_g2p, "lm": _train_lm}[args.task](args)
+    return {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify}[args.task](args)
 
 
 def _train_g2p(args) -> int:
@@ -169,6 +171,28 @@ def _train_lm(args) -> int:
     return 0
 
 
+def _train_classify(args) -> int:
+    from .tasks import classify
+
+    model = args.model or "vit"
+    attention = args.attention or "mha"
+    overrides = _overrides(args.set)
+    classify.check_model(attention, overrides)
+    cfg = classify.ClassifyConfig(seed=args.seed, minutes=args.minutes, epochs=args.epochs,
+                                  batch_size=128 if args.batch_size is None else args.batch_size, lr=args.lr,
+                                  device=args.device, model=model)
+    out = _run_dir(args, model, attention)
+    _announce(args, cfg, model, attention, out)
+    m = classify.train(cfg, out, attention=attention, model_overrides=overrides,
+                       progress=False if args.quiet else None)
+    print(f"\nclassify {m['model']} {m['attention']}: {m['params']:,} parameters, {m['train_seconds']:.0f} s "
+          f"training ({m['epochs']} epochs)")
+    print(f"  dev   accuracy {m['dev']['accuracy']:.2%} ({m['dev']['images']:,} images)")
+    print(f"  test  accuracy {m['test']['accuracy']:.2%} ({m['test']['images']:,} images)")
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
 def _announce(args, cfg, model: str, attention: str, out: Path) -> None:
     budget = f"{cfg.minutes:g} minutes" if cfg.minutes is not None else f"{cfg.epochs:g} epochs"
     print(f"training {args.task} · {model} · {attention} for {budget} -> {out}", file=sys.stderr)
@@ -189,6 +213,13 @@ def cmd_eval(args) -> int:
         r = lm.evaluate_run(args.run_dir)
         for part in ("dev", "test"):
             print(f"{part:<5} {r[part]['bpc']:.3f} bits/char ({r[part]['chars']:,} characters)")
+        return 0
+    if task == "classify":
+        from .tasks import classify
+
+        r = classify.evaluate_run(args.run_dir)
+        for part in ("dev", "test"):
+            print(f"{part:<5} accuracy {r[part]['accuracy']:.2%} ({r[part]['images']:,} images)")
         return 0
     from .tasks import g2p
 

@@ -10,8 +10,8 @@ README = (ROOT / "README.md").read_text()
 def test_python_examples_run():
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks
-    for block in blocks:
-        namespace: dict = {}
+    namespace: dict = {}
+    for block in blocks:  # in order, sharing one namespace, as a reader would paste them
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["context"].shape == (2, 64)
 

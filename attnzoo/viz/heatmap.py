@@ -280,3 +280,36 @@ def head_grid_png_bytes(weights: Any, tokens: Sequence[Any], key_tokens: Sequenc
         return figure_png_bytes(fig, dpi=dpi)
     finally:
         fig.clear()
+
+
+def class_attention_png_bytes(image: Any, maps: Any, *, dpi: int = DPI) -> bytes:
+    """An image beside a layers x heads grid of attention maps over its patches, to PNG bytes.
+
+    Args:
+        image: (H, W) grey image in [0, 1].
+        maps: (layers, heads, h, w) attention of the class token over the h x w patches.
+    """
+    img = np.asarray(image.detach().float().cpu() if hasattr(image, "detach") else image, dtype=float)
+    grid = np.asarray(maps.detach().float().cpu() if hasattr(maps, "detach") else maps, dtype=float)
+    if img.ndim != 2 or grid.ndim != 4:
+        raise ValueError(f"image must be (H, W) and maps (layers, heads, h, w); got {img.shape} and {grid.shape}")
+    layers, heads = grid.shape[:2]
+    fig = new_figure((1.2 * (heads + 1), 1.2 * layers + 0.3))
+    axes = fig.subplots(layers, heads + 1, squeeze=False)
+    for layer in range(layers):
+        for col in range(heads + 1):
+            ax = axes[layer][col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+                ax.set_ylabel(f"layer {layer}", fontsize=7)
+            else:
+                m = grid[layer, col - 1]
+                ax.imshow(m / max(m.max(), 1e-12), cmap=CMAP, vmin=0, vmax=1, interpolation="nearest")
+                if layer == 0:
+                    ax.set_title(f"head {col - 1}", fontsize=7)
+    try:
+        return figure_png_bytes(fig, dpi=dpi)
+    finally:
+        fig.clear()
