@@ -21,8 +21,8 @@ from torch import Tensor
 from . import MissingDataError
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-SEARCH_DIRS = (Path("/usr/share/dataset-fashion-mnist"), Path("/usr/share/fashion-mnist"),
-               Path("/usr/share/datasets/fashion-mnist"))
+SEARCH_DIRS = (Path("/usr/share/datasets/fashion-mnist"),  # where Debian's package puts them
+               Path("/usr/share/dataset-fashion-mnist"), Path("/usr/share/fashion-mnist"))
 INSTALL_HINT = ("the classify task needs Fashion-MNIST: apt-get install dataset-fashion-mnist "
                 "(Debian/Ubuntu; run apt-get update first)")
 FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",

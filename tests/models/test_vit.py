@@ -90,3 +90,14 @@ def test_read_idx_reads_what_was_written(tmp_path, gz):
 def test_missing_dataset_names_the_apt_command(tmp_path):
     with pytest.raises(MissingDataError, match="apt-get install dataset-fashion-mnist"):
         find_dir((tmp_path / "nowhere",))
+
+
+def test_the_debian_fashion_mnist_split():
+    from attnzoo.data.fashion_mnist import load_split
+
+    data = load_split(seed=0, dev_size=5000)
+    assert data.train_images.shape == (55000, 1, 28, 28) and data.test_images.shape == (10000, 1, 28, 28)
+    assert len(data.dev_labels) == 5000 and set(data.test_labels.tolist()) == set(range(10))
+    assert 0.0 <= float(data.train_images.min()) and float(data.train_images.max()) <= 1.0
+    again = load_split(seed=0, dev_size=5000)
+    assert torch.equal(again.dev_labels, data.dev_labels)
