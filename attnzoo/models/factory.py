@@ -7,12 +7,11 @@ multi-head variant (``mha``, ``gqa``, ``mqa``), which sets its key/value heads.
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from torch import nn
 
 from ..core import validate as V
 from ..registry import get, get_step_wise
+from ..training.run import check_options, kv_heads_for
 from .rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
 from .transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
 
@@ -32,10 +31,7 @@ def check_model(model: str, attention: str, options: dict | None) -> None:
         if attention not in TRANSFORMER_ATTENTION:
             raise ValueError(f"attention {attention!r} does not fit the transformer's slot; choose one of: "
                              f"{', '.join(TRANSFORMER_ATTENTION)} (or --model rnn for step-wise mechanisms)")
-    known = {f.name for f in fields(MODELS[model][1])} - _FIXED
-    for key in options or {}:
-        if key not in known:
-            V.check_choice(f"{model} model option (--set KEY=VALUE)", key, sorted(known))
+    check_options(model, options, MODELS[model][1], _FIXED)
 
 
 def build_seq2seq(model: str, src_vocab: int, tgt_vocab: int, attention: str, options: dict | None = None, *,
@@ -46,10 +42,7 @@ def build_seq2seq(model: str, src_vocab: int, tgt_vocab: int, attention: str, op
     if model == "rnn":
         cfg = cfg_cls(src_vocab=src_vocab, tgt_vocab=tgt_vocab, attention=attention, **options)
     else:
-        if attention == "mqa":
-            options["num_kv_heads"] = 1
-        elif attention == "gqa" and options.get("num_kv_heads") is None:
-            options["num_kv_heads"] = max(1, options.get("num_heads", 4) // 4)
+        options = kv_heads_for(attention, options, TransformerConfig.num_heads)
         cfg = cfg_cls(src_vocab=src_vocab, tgt_vocab=tgt_vocab, **options)
     return cls(cfg, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
 

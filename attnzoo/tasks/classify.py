@@ -11,9 +11,8 @@ patches for every layer and head.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,9 +21,9 @@ import torch.nn.functional as F
 from ..core import validate as V
 from ..data.fashion_mnist import CLASSES, load_split
 from ..models.vit import ViT, ViTConfig
-from ..training.checkpoint import FORMAT_VERSION, RunDirError, load_run, save_checkpoint, write_json
+from ..training.checkpoint import load_run
+from ..training.run import RunDirectory, TrainOptions, check_options, kv_heads_for, load_task_run, resolve_device
 from ..training.trainer import Budget, Trainer, resolve_precision
-from .g2p import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -35,55 +34,26 @@ VIT_DEFAULTS = dict(patch_size=4, dim=128, num_heads=4, layers=6, dropout=0.1)
 
 
 @dataclass
-class ClassifyConfig:
-    seed: int = 0
-    minutes: float | None = None
-    epochs: float | None = None
-    batch_size: int = 128
-    lr: float | None = None  # None: 1e-3
-    eval_every_minutes: float = 1.0
-    device: str = "auto"
-    precision: str = "auto"
+class ClassifyConfig(TrainOptions):
+    batch_size: int = 128  # images per step
     model: str = "vit"
     augment: bool = True  # random shifts of up to 2 pixels and horizontal flips
 
+    default_minutes = DEFAULT_MINUTES
+
     def __post_init__(self):
         V.check_choice("model", self.model, ("vit",))
-        V.check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        V.check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
-        if self.minutes is not None and self.epochs is not None:
-            raise ValueError("give --minutes or --epochs, not both")
-        if self.minutes is None and self.epochs is None:
-            self.minutes = DEFAULT_MINUTES
-        if self.lr is None:
-            self.lr = 1e-3
-        for name in ("batch_size", "lr", "eval_every_minutes"):
-            V.check_positive(name, getattr(self, name))
-        for name in ("minutes", "epochs"):
-            if getattr(self, name) is not None:
-                V.check_positive(name, getattr(self, name))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClassifyConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        super().__post_init__()
 
 
 def check_model(attention: str, options: dict | None) -> None:
     V.check_choice("attention (the vit's slot)", attention, ATTENTION)
-    known = {f.name for f in fields(ViTConfig)} - {"image_size", "channels", "classes"}
-    for key in options or {}:
-        if key not in known:
-            V.check_choice("vit model option (--set KEY=VALUE)", key, sorted(known))
+    check_options("vit", options, ViTConfig, {"image_size", "channels", "classes"})
 
 
 def build_model(attention: str, overrides: dict | None) -> ViT:
     check_model(attention, overrides)
-    options = {**VIT_DEFAULTS, **(overrides or {})}
-    if attention == "mqa":
-        options["num_kv_heads"] = 1
-    elif attention == "gqa" and options.get("num_kv_heads") is None:
-        options["num_kv_heads"] = max(1, options["num_heads"] // 4)
+    options = kv_heads_for(attention, {**VIT_DEFAULTS, **(overrides or {})}, VIT_DEFAULTS["num_heads"])
     return ViT(ViTConfig(image_size=28, channels=1, classes=len(CLASSES), **options))
 
 
@@ -114,30 +84,16 @@ def train(cfg: ClassifyConfig, out_dir: str | Path, attention: str | None = None
           model_overrides: dict | None = None, progress: bool | None = None) -> dict:
     attention = attention or "mha"
     check_model(attention, model_overrides)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = load_split(seed=cfg.seed)
     model = build_model(attention, model_overrides).to(device)
     summary = {"train_images": len(data.train_labels), "dev_images": len(data.dev_labels),
                "test_images": len(data.test_labels)}
-    config = {"format_version": FORMAT_VERSION, "task": TASK, "model": cfg.model, "attention": attention,
-              "task_config": asdict(cfg), "model_config": model.config.to_dict(), "data": summary,
-              "params": model.num_parameters()}
-    write_json(out / "config.json", config)
-    jsonl = out / "metrics.jsonl"
-    jsonl.write_text("")
-
-    def checkpoint(record=None):
-        save_checkpoint(out / "checkpoint.pt", {"task": TASK, "config": json.loads(json.dumps(config)),
-                                                "model": model.state_dict(), "record": record or {}})
-
-    def on_record(record, is_best):
-        with jsonl.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if is_best:
-            checkpoint(record)
+    run = RunDirectory(out_dir, {"task": TASK, "model": cfg.model, "attention": attention,
+                                 "task_config": asdict(cfg), "model_config": model.config.to_dict(),
+                                 "data": summary, "params": model.num_parameters()},
+                       state=lambda: {"model": model.state_dict()})
 
     n = len(data.train_labels)
     steps_per_epoch = max(1, n // cfg.batch_size)
@@ -158,10 +114,10 @@ def train(cfg: ClassifyConfig, out_dir: str | Path, attention: str | None = None
     trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs),
                       evaluate=lambda m: {"dev_accuracy": accuracy(m, data.dev_images, data.dev_labels, device)},
                       primary="dev_accuracy", higher_is_better=True, eval_every_minutes=cfg.eval_every_minutes,
-                      on_record=on_record, progress=progress, unit="images", weight_decay=0.05,
+                      on_record=run.on_record, progress=progress, unit="images", weight_decay=0.05,
                       autocast_dtype=resolve_precision(cfg.precision, device))
     result = trainer.fit(batches, steps_per_epoch, loss_fn)
-    checkpoint(result.best)
+    run.save(result.best)
     dev = accuracy(model, data.dev_images, data.dev_labels, device)
     test = accuracy(model, data.test_images, data.test_labels, device)
     metrics = {"task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
@@ -171,21 +127,18 @@ def train(cfg: ClassifyConfig, out_dir: str | Path, attention: str | None = None
                "test": {"accuracy": test, "images": len(data.test_labels)},
                "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
                "interrupted": result.interrupted}
-    write_json(out / "metrics.json", metrics)
-    write_classify_report(out, model, data, metrics, config, result.records, device)
+    run.write_metrics(metrics)
+    write_classify_report(run.path, model, data, metrics, run.config, result.records, device)
     return metrics
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> ViT:
-    config, ckpt = load_run(run_dir)
-    if config.get("task") != TASK:
-        raise RunDirError(f"{run_dir} is a {config.get('task')!r} run, not a classify run")
-    try:
+    def build(config, ckpt):
         model = ViT(ViTConfig.from_dict(ckpt["config"]["model_config"]))
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise RunDirError(f"{run_dir}/checkpoint.pt does not hold a classify model "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        return model
+
+    _, model = load_task_run(run_dir, TASK, build)
     return model.to(resolve_device(device)).eval()
 
 

@@ -16,11 +16,10 @@ Data, model and metric wired together:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,7 +30,8 @@ from ..data.g2p import SPLITS, make_split
 from ..data.vocab import Vocab
 from ..models.decoding import decode
 from ..models.factory import DEFAULT_ATTENTION, MODELS, build_seq2seq, check_model, rebuild_seq2seq
-from ..training.checkpoint import FORMAT_VERSION, load_run, save_checkpoint, write_json, RunDirError
+from ..training.checkpoint import load_run
+from ..training.run import RunDirectory, TrainOptions, load_task_run, resolve_device
 from ..training.metrics import g2p_scores
 from ..training.trainer import Budget, Trainer, resolve_precision
 
@@ -52,56 +52,29 @@ DEFAULT_LR = {"rnn": 3e-3, "transformer": 1e-3}
 
 
 @dataclass
-class G2PConfig:
-    """Task and training options (the model's own live in Seq2SeqConfig)."""
+class G2PConfig(TrainOptions):
+    """Task and training options (the model's own live in its config)."""
 
     split: str = "standard"  # "standard" benchmark split or a seeded "random" one
-    seed: int = 0  # data order, dev words, initialisation
-    minutes: float | None = None  # wall-clock training budget
-    epochs: float | None = None  # or a fixed amount of work
     batch_size: int = 256  # pairs per step; large batches use both cores well
-    lr: float | None = None  # peak AdamW learning rate (warm-up, cosine decay); None: the model's default
     label_smoothing: float = 0.1  # regularises the phoneme softmax
     grad_clip: float = 1.0  # max gradient norm
     beam_size: int = 5  # test decoding (dev evaluations during training are greedy)
     length_penalty: float = 1.0  # beam: score / length ** penalty
-    eval_every_minutes: float = 1.0  # dev evaluation period during training
     dev_eval_words: int = 1000  # dev words decoded at each periodic evaluation
     report_words: int = 12  # test words whose alignments the report shows
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # training matmuls: auto (bf16 where the hardware has it) | bf16 | fp32
     model: str = "rnn"  # architecture
+
+    default_minutes = DEFAULT_MINUTES
 
     def __post_init__(self):
         V.check_choice("split", self.split, SPLITS)
         V.check_choice("model", self.model, MODELS)
         if self.lr is None:
             self.lr = DEFAULT_LR[self.model]
-        V.check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        V.check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
-        if self.minutes is not None and self.epochs is not None:
-            raise ValueError("give --minutes or --epochs, not both")
-        if self.minutes is None and self.epochs is None:
-            self.minutes = DEFAULT_MINUTES
-        for name in ("batch_size", "lr", "beam_size", "eval_every_minutes", "dev_eval_words"):
+        super().__post_init__()
+        for name in ("beam_size", "dev_eval_words"):
             V.check_positive(name, getattr(self, name))
-        if self.minutes is not None:
-            V.check_positive("minutes", self.minutes)
-        if self.epochs is not None:
-            V.check_positive("epochs", self.epochs)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "G2PConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False; use --device cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------- a trained model
@@ -167,8 +140,6 @@ def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
     """Train, evaluate on dev and test, write the run directory; returns metrics.json's content."""
     attention = attention or DEFAULT_ATTENTION[cfg.model]
     check_model(cfg.model, attention, model_overrides)  # fail before loading data
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -182,27 +153,12 @@ def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
     model = build_model(cfg.model, letters, phonemes, attention, model_overrides).to(device)
     g2p = G2PModel(model, letters, phonemes, device)
     dev_sample = dict(list(split.dev.items())[: cfg.dev_eval_words])
-    config = {
-        "format_version": FORMAT_VERSION, "task": TASK, "model": cfg.model, "attention": attention,
-        "task_config": asdict(cfg), "model_config": model.config.to_dict(),
-        "data": split.summary(), "params": model.num_parameters(),
-    }
-    write_json(out / "config.json", config)
-    jsonl = out / "metrics.jsonl"
-    jsonl.write_text("")
-
-    def checkpoint(record=None):
-        save_checkpoint(out / "checkpoint.pt", {
-            "task": TASK, "config": json.loads(json.dumps(config)), "model": model.state_dict(),
-            "vocabs": {"letters": letters.to_list(), "phonemes": phonemes.to_list()},
-            "record": record or {},
-        })
-
-    def on_record(record: dict, is_best: bool) -> None:
-        with jsonl.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if is_best:
-            checkpoint(record)
+    run = RunDirectory(out_dir, {
+        "task": TASK, "model": cfg.model, "attention": attention, "task_config": asdict(cfg),
+        "model_config": model.config.to_dict(), "data": split.summary(), "params": model.num_parameters(),
+    }, state=lambda: {"model": model.state_dict(),
+                      "vocabs": {"letters": letters.to_list(), "phonemes": phonemes.to_list()}})
+    out = run.path
 
     def evaluate(_model) -> dict:
         s = evaluate_words(g2p, dev_sample, beam_size=1)
@@ -215,13 +171,13 @@ def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
 
     trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=evaluate,
                       primary="dev_wer", eval_every_minutes=cfg.eval_every_minutes, grad_clip=cfg.grad_clip,
-                      on_record=on_record, progress=progress, unit="words",
+                      on_record=run.on_record, progress=progress, unit="words",
                       autocast_dtype=resolve_precision(cfg.precision, device))
     steps_per_epoch = num_batches(len(pairs), cfg.batch_size)
     result = trainer.fit(
         lambda epoch: bucketed_batches(pairs, cfg.batch_size, seed=cfg.seed, epoch=epoch, pad_id=letters.pad_id),
         steps_per_epoch, loss_fn)
-    checkpoint(result.best)  # the best weights (already loaded back into the model)
+    run.save(result.best)  # the best weights (already loaded back into the model)
 
     t_dec = time.monotonic()
     dev = evaluate_words(g2p, split.dev, cfg.beam_size, cfg.length_penalty)
@@ -236,25 +192,22 @@ def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
         "beam_size": cfg.beam_size, "decode_seconds": round(decode_seconds, 1),
         "interrupted": result.interrupted,
     }
-    write_json(out / "metrics.json", metrics)
-    write_g2p_report(out, g2p, split.test, metrics, config, result.records, cfg)
+    run.write_metrics(metrics)
+    write_g2p_report(out, g2p, split.test, metrics, run.config, result.records, cfg)
     return metrics
 
 
 # ----------------------------------------------------------------------------- runs on disk
 def load(run_dir: str | Path, device: str = "cpu") -> G2PModel:
-    config, ckpt = load_run(run_dir)
-    if config.get("task") != TASK:
-        raise RunDirError(f"{run_dir} is a {config.get('task')!r} run, not a g2p run")
-    try:
+    def build(config, ckpt):
         letters = Vocab.from_list(ckpt["vocabs"]["letters"])
         phonemes = Vocab.from_list(ckpt["vocabs"]["phonemes"])
         model = rebuild_seq2seq(ckpt["config"].get("model", "rnn"), ckpt["config"]["model_config"],
                                 pad_id=phonemes.pad_id, bos_id=phonemes.bos_id, eos_id=phonemes.eos_id)
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise RunDirError(f"{run_dir}/checkpoint.pt does not hold a g2p model "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        return model, letters, phonemes
+
+    _, (model, letters, phonemes) = load_task_run(run_dir, TASK, build)
     dev = resolve_device(device)
     model.to(dev).eval()
     return G2PModel(model, letters, phonemes, dev)

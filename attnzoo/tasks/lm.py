@@ -13,11 +13,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,9 +24,9 @@ from ..core import validate as V
 from ..data.charvocab import CharVocab
 from ..data.shakespeare import make_split
 from ..models.lm import DecoderLM, LMConfig, bits_per_character
-from ..training.checkpoint import FORMAT_VERSION, RunDirError, load_run, save_checkpoint, write_json
+from ..training.checkpoint import load_run
+from ..training.run import RunDirectory, TrainOptions, check_options, kv_heads_for, load_task_run, resolve_device
 from ..training.trainer import Budget, Trainer, autocast, resolve_precision
-from .g2p import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -39,56 +37,28 @@ LM_MODEL_DEFAULTS = dict(dim=256, num_heads=4, layers=4, dropout=0.1, context=12
 
 
 @dataclass
-class LMTaskConfig:
-    seed: int = 0  # play split, batch order, initialisation
-    minutes: float | None = None  # wall-clock training budget
-    epochs: float | None = None  # or passes over the training characters
-    batch_size: int = 64  # windows per step
-    lr: float | None = None  # peak AdamW learning rate (None: 1e-3)
-    eval_every_minutes: float = 1.0
+class LMTaskConfig(TrainOptions):
+    batch_size: int = 64  # windows of `context` characters per step
     dev_eval_chars: int = 50_000  # dev characters scored at each periodic evaluation
-    device: str = "auto"
-    precision: str = "auto"  # auto | bf16 | fp32 (training only)
     model: str = "transformer"
     sample_chars: int = 500  # length of the report's generated sample
 
+    default_minutes = DEFAULT_MINUTES
+
     def __post_init__(self):
         V.check_choice("model", self.model, ("transformer",))
-        V.check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        V.check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
-        if self.minutes is not None and self.epochs is not None:
-            raise ValueError("give --minutes or --epochs, not both")
-        if self.minutes is None and self.epochs is None:
-            self.minutes = DEFAULT_MINUTES
-        if self.lr is None:
-            self.lr = 1e-3
-        for name in ("batch_size", "lr", "eval_every_minutes", "dev_eval_chars"):
-            V.check_positive(name, getattr(self, name))
-        for name in ("minutes", "epochs"):
-            if getattr(self, name) is not None:
-                V.check_positive(name, getattr(self, name))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LMTaskConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        super().__post_init__()
+        V.check_positive("dev_eval_chars", self.dev_eval_chars)
 
 
 def check_model(attention: str, options: dict | None) -> None:
     V.check_choice("attention (the lm's slot)", attention, ATTENTION)
-    known = {f.name for f in fields(LMConfig)} - {"vocab"}
-    for key in options or {}:
-        if key not in known:
-            V.check_choice("lm model option (--set KEY=VALUE)", key, sorted(known))
+    check_options("lm", options, LMConfig, {"vocab"})
 
 
 def build_model(vocab: int, attention: str, overrides: dict | None) -> DecoderLM:
     check_model(attention, overrides)
-    options = {**LM_MODEL_DEFAULTS, **(overrides or {})}
-    if attention == "mqa":
-        options["num_kv_heads"] = 1
-    elif attention == "gqa" and options.get("num_kv_heads") is None:
-        options["num_kv_heads"] = max(1, options["num_heads"] // 4)
+    options = kv_heads_for(attention, {**LM_MODEL_DEFAULTS, **(overrides or {})}, LM_MODEL_DEFAULTS["num_heads"])
     return DecoderLM(LMConfig(vocab=vocab, **options))
 
 
@@ -115,8 +85,6 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
           progress: bool | None = None) -> dict:
     attention = attention or "mha"
     check_model(attention, model_overrides)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     split = make_split(seed=cfg.seed)
@@ -129,23 +97,10 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
     data_summary = {"train_chars": len(train_ids), "dev_chars": len(dev_ids), "test_chars": len(test_ids),
                     "vocab": len(vocab), **{f"{k}_plays": v for k, v in split.plays.items()}}
     log.info("data: %s", data_summary)
-    config = {"format_version": FORMAT_VERSION, "task": TASK, "model": cfg.model, "attention": attention,
-              "task_config": asdict(cfg), "model_config": model.config.to_dict(), "data": data_summary,
-              "params": model.num_parameters()}
-    write_json(out / "config.json", config)
-    jsonl = out / "metrics.jsonl"
-    jsonl.write_text("")
-
-    def checkpoint(record=None):
-        save_checkpoint(out / "checkpoint.pt", {"task": TASK, "config": json.loads(json.dumps(config)),
-                                                "model": model.state_dict(), "vocab": vocab.to_list(),
-                                                "record": record or {}})
-
-    def on_record(record, is_best):
-        with jsonl.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if is_best:
-            checkpoint(record)
+    run = RunDirectory(out_dir, {"task": TASK, "model": cfg.model, "attention": attention,
+                                 "task_config": asdict(cfg), "model_config": model.config.to_dict(),
+                                 "data": data_summary, "params": model.num_parameters()},
+                       state=lambda: {"model": model.state_dict(), "vocab": vocab.to_list()})
 
     steps_per_epoch = max(1, len(train_ids) // (cfg.batch_size * context))
 
@@ -162,10 +117,10 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
     dev_sample = dev_ids[: cfg.dev_eval_chars + 1]
     trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=lambda m: {
         "dev_bpc": evaluate_bpc(m, dev_sample, device)}, primary="dev_bpc", eval_every_minutes=cfg.eval_every_minutes,
-        on_record=on_record, progress=progress, unit="chars", weight_decay=0.1,
+        on_record=run.on_record, progress=progress, unit="chars", weight_decay=0.1,
         autocast_dtype=resolve_precision(cfg.precision, device))
     result = trainer.fit(batches, steps_per_epoch, loss_fn)
-    checkpoint(result.best)
+    run.save(result.best)
     dev_bpc = evaluate_bpc(model, dev_ids, device)
     test_bpc = evaluate_bpc(model, test_ids, device)
     metrics = {"task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
@@ -175,22 +130,18 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
                                                                         "nats": test_bpc * math.log(2)},
                "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
                "interrupted": result.interrupted}
-    write_json(out / "metrics.json", metrics)
-    write_lm_report(out, model, vocab, split.test, metrics, config, result.records, cfg, device)
+    run.write_metrics(metrics)
+    write_lm_report(run.path, model, vocab, split.test, metrics, run.config, result.records, cfg, device)
     return metrics
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> tuple[DecoderLM, CharVocab]:
-    config, ckpt = load_run(run_dir)
-    if config.get("task") != TASK:
-        raise RunDirError(f"{run_dir} is a {config.get('task')!r} run, not an lm run")
-    try:
-        vocab = CharVocab.from_list(ckpt["vocab"])
+    def build(config, ckpt):
         model = DecoderLM(LMConfig.from_dict(ckpt["config"]["model_config"]))
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise RunDirError(f"{run_dir}/checkpoint.pt does not hold an lm model "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        return model, CharVocab.from_list(ckpt["vocab"])
+
+    _, (model, vocab) = load_task_run(run_dir, TASK, build)
     return model.to(resolve_device(device)).eval(), vocab
 
 

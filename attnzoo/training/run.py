@@ -1,0 +1,122 @@
+"""What every task's run shares: its options' common checks, and its run directory.
+
+``TrainOptions`` holds the options every task has (seed, budget, batch size,
+learning rate, device, precision) and checks them once; tasks subclass it
+with their own fields. ``RunDirectory`` writes ``config.json``, appends to
+``metrics.jsonl``, saves ``checkpoint.pt`` (atomically) whenever an
+evaluation is the best so far, and writes ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..core import validate as V
+from .checkpoint import FORMAT_VERSION, RunDirError, load_run, save_checkpoint, write_json
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class TrainOptions:
+    seed: int = 0  # data order, held-out selection, initialisation
+    minutes: float | None = None  # wall-clock training budget (None and no epochs: the task's default)
+    epochs: float | None = None  # or a fixed amount of work
+    batch_size: int = 64  # examples per step
+    lr: float | None = None  # peak AdamW learning rate (warm-up, cosine decay); None: the task's default
+    eval_every_minutes: float = 1.0  # dev evaluation period during training
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # training matmuls: auto (bf16 where the hardware has it) | bf16 | fp32
+
+    default_minutes = 8.0  # class attributes a task overrides (not fields)
+    default_lr = 1e-3
+
+    def __post_init__(self):
+        V.check_choice("device", self.device, DEVICES)
+        V.check_choice("precision", self.precision, PRECISIONS)
+        if self.minutes is not None and self.epochs is not None:
+            raise ValueError("give --minutes or --epochs, not both")
+        if self.minutes is None and self.epochs is None:
+            self.minutes = self.default_minutes
+        if self.lr is None:
+            self.lr = self.default_lr
+        for name in ("batch_size", "lr", "eval_every_minutes", "minutes", "epochs"):
+            if getattr(self, name) is not None:
+                V.check_positive(name, getattr(self, name))
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class RunDirectory:
+    """One run's files: config.json, metrics.jsonl, checkpoint.pt, metrics.json."""
+
+    def __init__(self, out: str | Path, config: dict, state: Callable[[], dict]):
+        """``state()`` returns what a checkpoint holds besides the config (weights, vocabularies)."""
+        self.path = Path(out)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config = {"format_version": FORMAT_VERSION, **config}
+        self.state = state
+        write_json(self.path / "config.json", self.config)
+        (self.path / "metrics.jsonl").write_text("")
+
+    def save(self, record: dict | None = None) -> None:
+        save_checkpoint(self.path / "checkpoint.pt", {"task": self.config["task"],
+                                                      "config": json.loads(json.dumps(self.config)),
+                                                      "record": record or {}, **self.state()})
+
+    def on_record(self, record: dict, is_best: bool) -> None:
+        """The trainer's callback: log every evaluation, checkpoint the best."""
+        with (self.path / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if is_best:
+            self.save(record)
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json(self.path / "metrics.json", metrics)
+
+
+def load_task_run(run_dir: str | Path, task: str, build: Callable[[dict, dict], Any]) -> tuple[dict, Any]:
+    """(config, build(config, checkpoint)) for a run of ``task``; RunDirError if it is not one."""
+    config, ckpt = load_run(run_dir)
+    if config.get("task") != task:
+        raise RunDirError(f"{run_dir} is a {config.get('task')!r} run, not a {task} run")
+    try:
+        return config, build(config, ckpt)
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise RunDirError(f"{run_dir}/checkpoint.pt does not hold a {task} model "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def check_options(kind: str, options: dict | None, config_cls, fixed: set[str]) -> None:
+    """Every --set KEY must be a field of the model's config (closest name proposed)."""
+    known = {f.name for f in fields(config_cls)} - fixed
+    for key in options or {}:
+        if key not in known:
+            V.check_choice(f"{kind} model option (--set KEY=VALUE)", key, sorted(known))
+
+
+def kv_heads_for(attention: str, options: dict, default_heads: int) -> dict:
+    """mha/gqa/mqa -> the model's num_kv_heads option."""
+    options = dict(options)
+    if attention == "mqa":
+        options["num_kv_heads"] = 1
+    elif attention == "gqa" and options.get("num_kv_heads") is None:
+        options["num_kv_heads"] = max(1, options.get("num_heads", default_heads) // 4)
+    return options
