@@ -165,8 +165,8 @@ class Trainer:
                     elapsed = now - start
                     if total_steps is not None:
                         bar.update(1)
-                    else:
-                        bar.update(int(elapsed) - bar.n) if int(elapsed) > bar.n else None
+                    elif int(elapsed) > bar.n:  # the bar counts budget seconds
+                        bar.update(int(elapsed) - bar.n)
                     if step % 10 == 0:
                         rate = items / max(now - tick - 0.0, 1e-9)
                         bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}", rate=f"{rate:.0f} {self.unit}/s",
