@@ -15,12 +15,13 @@ Shape legend: B batch, T length, V vocabulary, ``dim`` width.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ConfigMixin
 from ..core import validate as V
 from ..core.kv_cache import KVCache
 from ..mechanisms.transformer import BlockConfig, SelfAttentionBlock
@@ -30,7 +31,7 @@ POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5", "relative")
 
 
 @dataclass
-class LMConfig:
+class LMConfig(ConfigMixin):
     vocab: int  # token count
     dim: int = 256  # model width
     num_heads: int = 4  # query heads
@@ -46,13 +47,7 @@ class LMConfig:
         for name in ("vocab", "dim", "num_heads", "layers", "context"):
             V.check_positive(name, getattr(self, name))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "LMConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class DecoderLM(nn.Module):

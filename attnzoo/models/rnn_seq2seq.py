@@ -31,20 +31,21 @@ H encoder hidden size per direction, D decoder hidden size, M memory size (2H).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..config import ConfigMixin
 from ..core import validate as V
 from ..mechanisms.base import AttentionState
 from ..registry import create as create_attention
 
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(ConfigMixin):
     src_vocab: int  # source token count (letters for g2p)
     tgt_vocab: int  # target token count (phonemes), specials included
     embed_dim: int = 128  # token embedding size, source and target
@@ -69,13 +70,7 @@ class Seq2SeqConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Seq2SeqConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass

@@ -21,12 +21,13 @@ Shape legend: B batch, S source length, T target length, V target vocabulary, ``
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ConfigMixin
 from ..core import validate as V
 from ..core.kv_cache import KVCache
 from ..mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock
@@ -38,7 +39,7 @@ POSITIONS = ABSOLUTE + ("rope", "alibi", "t5", "relative")
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(ConfigMixin):
     src_vocab: int  # source token count
     tgt_vocab: int  # target token count, specials included
     dim: int = 256  # model width
@@ -67,13 +68,7 @@ class TransformerConfig:
                            norm_first=self.norm_first, activation=self.activation,
                            positions=None if self.positions in ABSOLUTE else self.positions)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass

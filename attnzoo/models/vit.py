@@ -9,17 +9,18 @@ Shape legend: B batch, C channels, H x W image, P patch size, N patches, ``dim``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ..config import ConfigMixin
 from ..core import validate as V
 from ..mechanisms.transformer import BlockConfig, SelfAttentionBlock
 
 
 @dataclass
-class ViTConfig:
+class ViTConfig(ConfigMixin):
     image_size: int = 28  # square images
     channels: int = 1
     patch_size: int = 4  # P; image_size must be a multiple
@@ -43,13 +44,7 @@ class ViTConfig:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ViTConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class ViT(nn.Module):

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..config import ConfigMixin
 from ..core import validate as V
 from .checkpoint import FORMAT_VERSION, RunDirError, load_run, save_checkpoint, write_json
 
@@ -24,7 +25,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
-class TrainOptions:
+class TrainOptions(ConfigMixin):
     seed: int = 0  # data order, held-out selection, initialisation
     minutes: float | None = None  # wall-clock training budget (None and no epochs: the task's default)
     epochs: float | None = None  # or a fixed amount of work
@@ -50,10 +51,6 @@ class TrainOptions:
             if getattr(self, name) is not None:
                 V.check_positive(name, getattr(self, name))
 
-    @classmethod
-    def from_dict(cls, d: dict):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class RunDirectory:
