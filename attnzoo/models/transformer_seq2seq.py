@@ -148,6 +148,20 @@ class TransformerSeq2Seq(nn.Module):
         logits = self.dec_norm(x) @ self.tgt_embed.weight.t()  # (B, T, V) tied output layer
         return logits, weights
 
+    @torch.no_grad()
+    def attention_maps(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> dict[str, Tensor]:
+        """Per-layer, per-head weights of a teacher-forced pass: {"self": (layers, B, H, T, T),
+        "cross": (layers, B, H, T, S)} (for reports: layer x head grids)."""
+        memory, _ = self.encode(src, src_lengths)
+        x = self._embed(self.tgt_embed, tgt_in)
+        maps: dict[str, list[Tensor]] = {"self": [], "cross": []}
+        for block in self.decoder:
+            out = block(x, memory.states, memory.mask, need_weights=True)
+            x = out.output
+            for kind in maps:
+                maps[kind].append(out.weights[kind].float())
+        return {kind: torch.stack(ws) for kind, ws in maps.items()}
+
     def step(self, prev_tokens: Tensor, state: TransformerState, memory: Memory) -> tuple[Tensor, Tensor, TransformerState]:
         """prev_tokens (B,) -> logits (B, V), last layer's cross-attention (B, S) averaged over heads."""
         logits, weights = self._decode(prev_tokens[:, None], memory, state, need_weights=True)

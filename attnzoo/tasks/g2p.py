@@ -226,6 +226,7 @@ def evaluate_run(run_dir: str | Path, beam_size: int | None = None, split: str |
 def write_g2p_report(out: Path, g2p: G2PModel, test: dict, metrics: dict, config: dict, records: list,
                      cfg: G2PConfig) -> None:
     from ..viz.curves import learning_curves_png_bytes
+    from ..viz.heatmap import head_grid_png_bytes
     from ..viz.report import write_report
 
     words = sorted(random.Random(cfg.seed).sample(sorted(test), min(cfg.report_words, len(test))))
@@ -239,9 +240,17 @@ def write_g2p_report(out: Path, g2p: G2PModel, test: dict, metrics: dict, config
             "source": list(w), "target": r.labels, "weights": r.weights.numpy(),
             "caption": f"{w}  ->  {' '.join(phones)}   (reference {ref}) {'✓' if right else '✗'}",
         })
+    figures = []
+    if hasattr(g2p.model, "attention_maps") and words:  # Transformer: every layer's and head's cross-attention
+        w, r = words[0], results[0]
+        src = torch.tensor([g2p.letters.encode(list(w))], device=g2p.device)
+        tgt_in = torch.tensor([[g2p.phonemes.bos_id] + g2p.phonemes.encode(r.phonemes)], device=g2p.device)
+        maps = g2p.model.attention_maps(src, torch.tensor([src.shape[1]], device=g2p.device), tgt_in)
+        figures.append({"png": head_grid_png_bytes(maps["cross"][:, 0].cpu(), ["<s>"] + r.phonemes, list(w)),
+                        "caption": f"{w}: cross-attention of every decoder layer (rows) and head (columns)"})
     curves = learning_curves_png_bytes(records, metrics=["train_loss", "dev_wer", "dev_per"]) if records else None
     notes = [f"Split '{cfg.split}': {config['data']['test_words']} test words never seen in training; "
              f"test decoded with beam {cfg.beam_size}, dev evaluations during training greedy on "
              f"{cfg.dev_eval_words} dev words."]
     write_report(out / "report.html", title=f"g2p · {metrics['model']} · {metrics['attention']}", metrics=metrics,
-                 config=config, curves_png=curves, alignments=alignments, notes=notes)
+                 config=config, curves_png=curves, alignments=alignments, notes=notes, figures=figures)

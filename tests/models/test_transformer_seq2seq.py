@@ -70,3 +70,13 @@ def test_factory_maps_attention_names_to_kv_heads():
         build_seq2seq("transformer", 12, 10, "additive", {})
     with pytest.raises(ValueError, match="does not fit a step-wise decoder"):
         build_seq2seq("rnn", 12, 10, "mha", {})
+
+
+def test_attention_maps_per_layer_and_head_match_the_last_layer_average():
+    model = tiny()
+    src, lengths = batch()
+    tgt = torch.randint(3, 10, (3, 5))
+    maps = model.attention_maps(src, lengths, tgt)
+    assert maps["cross"].shape == (2, 3, 2, 5, 6) and maps["self"].shape == (2, 3, 2, 5, 5)
+    _, averaged = model(src, lengths, tgt, need_weights=True)
+    torch.testing.assert_close(maps["cross"][-1].mean(1), averaged)
