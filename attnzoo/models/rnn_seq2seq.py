@@ -44,6 +44,18 @@ from ..mechanisms.base import AttentionState
 from ..registry import create as create_attention
 
 
+def check_source(src: Tensor, src_lengths: Tensor) -> None:
+    """Once per batch, for every encoder-decoder: src (B, S) ids, src_lengths (B,) in [1, S]."""
+    if src.dim() != 2:
+        raise ValueError(f"src must have shape (B, S) of token ids, got {V.fmt_shape(src.shape)}")
+    if src_lengths.shape != (src.shape[0],):
+        raise ValueError(f"src_lengths must have shape (B,) = ({src.shape[0]},), "
+                         f"got {V.fmt_shape(src_lengths.shape)}")
+    if bool((src_lengths < 1).any()) or int(src_lengths.max()) > src.shape[1]:
+        raise ValueError(f"src_lengths must be in [1, S={src.shape[1]}], got min {int(src_lengths.min())} "
+                         f"max {int(src_lengths.max())}")
+
+
 @dataclass
 class Seq2SeqConfig(ConfigMixin):
     src_vocab: int  # source token count (letters for g2p)
@@ -135,14 +147,7 @@ class RNNSeq2Seq(nn.Module):
     # ------------------------------------------------------------------ encoder
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
         """src (B, S) token ids, src_lengths (B,) -> memory and the decoder's first state."""
-        if src.dim() != 2:
-            raise ValueError(f"src must have shape (B, S) of token ids, got {V.fmt_shape(src.shape)}")
-        if src_lengths.shape != (src.shape[0],):
-            raise ValueError(f"src_lengths must have shape (B,) = ({src.shape[0]},), "
-                             f"got {V.fmt_shape(src_lengths.shape)}")
-        if bool((src_lengths < 1).any()) or int(src_lengths.max()) > src.shape[1]:
-            raise ValueError(f"src_lengths must be in [1, S={src.shape[1]}], got min {int(src_lengths.min())} "
-                             f"max {int(src_lengths.max())}")
+        check_source(src, src_lengths)
         c = self.config
         B, S = src.shape
         emb = self.drop(self.src_embed(src))  # (B, S, E)

@@ -32,7 +32,7 @@ from ..core import validate as V
 from ..core.kv_cache import KVCache
 from ..mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock
 from ..positions import LearnedPositions, SinusoidalPositions
-from .rnn_seq2seq import Memory
+from .rnn_seq2seq import Memory, check_source
 
 ABSOLUTE = ("sinusoidal", "learned")
 POSITIONS = ABSOLUTE + ("rope", "alibi", "t5", "relative")
@@ -116,11 +116,7 @@ class TransformerSeq2Seq(nn.Module):
 
     # ------------------------------------------------------------------ encoder
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, TransformerState]:
-        if src.dim() != 2:
-            raise ValueError(f"src must have shape (B, S) of token ids, got {V.fmt_shape(src.shape)}")
-        if src_lengths.shape != (src.shape[0],):
-            raise ValueError(f"src_lengths must have shape (B,) = ({src.shape[0]},), "
-                             f"got {V.fmt_shape(src_lengths.shape)}")
+        check_source(src, src_lengths)
         S = src.shape[1]
         mask = torch.arange(S, device=src.device)[None, :] < src_lengths[:, None].to(src.device)  # (B, S)
         x = self._embed(self.src_embed, src)

@@ -255,7 +255,7 @@ def head_grid_png_bytes(weights: Any, tokens: Sequence[Any], key_tokens: Sequenc
         tokens: the T query tokens (labels down the first column).
         key_tokens: the S key tokens (labels along the top row); default ``tokens``.
     """
-    grid = np.asarray(weights.detach().float().cpu() if hasattr(weights, "detach") else weights, dtype=float)
+    grid = _as_matrix(weights)
     if grid.ndim != 4:
         raise ValueError(f"weights must have shape (layers, H, T, S), got {tuple(grid.shape)}")
     layers, heads, T, S = grid.shape
@@ -289,8 +289,7 @@ def class_attention_png_bytes(image: Any, maps: Any, *, dpi: int = DPI) -> bytes
         image: (H, W) grey image in [0, 1].
         maps: (layers, heads, h, w) attention of the class token over the h x w patches.
     """
-    img = np.asarray(image.detach().float().cpu() if hasattr(image, "detach") else image, dtype=float)
-    grid = np.asarray(maps.detach().float().cpu() if hasattr(maps, "detach") else maps, dtype=float)
+    img, grid = _as_matrix(image), _as_matrix(maps)
     if img.ndim != 2 or grid.ndim != 4:
         raise ValueError(f"image must be (H, W) and maps (layers, heads, h, w); got {img.shape} and {grid.shape}")
     layers, heads = grid.shape[:2]
