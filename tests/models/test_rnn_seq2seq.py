@@ -36,7 +36,23 @@ def test_beam_one_equals_greedy(kw):
         torch.testing.assert_close(wg, wb)
 
 
-@pytest.mark.parametrize("attention", ["dot", "general", "additive", "cosine", "scaled_dot"])
+LOCATION = ["location", "location_aware", "gmm", "local_m", "local_p", "monotonic"]
+
+
+@pytest.mark.parametrize("attention", LOCATION)
+def test_location_family_in_both_decoder_orders_beam_one_equals_greedy(attention):
+    src, lengths = batch()
+    for order in ("bahdanau", "luong"):
+        model = tiny(attention, order=order)
+        g = greedy_decode(model, src, lengths, max_len=9)
+        b = beam_search(model, src, lengths, max_len=9, beam_size=1)
+        assert g.tokens == b.tokens
+        for i, (wg, wb) in enumerate(zip(g.weights, b.weights)):
+            torch.testing.assert_close(wg, wb)
+            assert wg.shape[1] == lengths[i] and (wg >= 0).all()
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "additive", "cosine", "scaled_dot", "location", "local_p"])
 def test_parallel_teacher_forcing_equals_step_loop(attention):
     model = tiny(attention, order="luong", input_feeding=False) if attention not in ("dot", "scaled_dot", "cosine") \
         else RNNSeq2Seq(Seq2SeqConfig(src_vocab=12, tgt_vocab=10, embed_dim=8, hidden_dim=6, decoder_dim=12,
