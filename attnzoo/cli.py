@@ -8,6 +8,8 @@
     attnzoo train lm [--minutes M] [--set positions=rope] ...   character LM on 38 Shakespeare plays
     attnzoo generate DIR --prompt TEXT             continue a text
     attnzoo train classify --model vit             Fashion-MNIST (Debian dataset-fashion-mnist)
+    attnzoo train translate [--attention NAME]     Spanish -> English Bible verses (Debian sword-text-*)
+    attnzoo translate DIR "SENTENCE"...            Spanish -> English
 
 Errors in what was asked (an unknown name, a bad value, an unreadable run
 directory, a missing data package) print one line and exit with status 2;
@@ -28,7 +30,7 @@ from .data import MissingDataError
 from .training.checkpoint import RunDirError
 
 USER_ERRORS = (ValueError, TypeError, RunDirError, MissingDataError, FileNotFoundError)
-TASKS = ("g2p", "lm", "classify")
+TASKS = ("g2p", "lm", "classify", "translate")
 
 
 def _value(text: str):
@@ -61,18 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("task", choices=TASKS)
     tr.add_argument("--attention", help="mechanism in the model's attention slot (see `attnzoo list`; "
                     "default: additive for rnn, mha for transformer)")
-    tr.add_argument("--model", help="architecture: g2p: rnn (default) | transformer; lm: transformer; "
-                    "classify: vit")
+    tr.add_argument("--model", help="architecture: g2p, translate: rnn (default) | transformer; "
+                    "lm: transformer; classify: vit")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
-                        "command ends within 10 minutes on 2 CPU cores)")
+                        "command ends within 10 minutes on 2 CPU cores; translate: 15)")
     budget.add_argument("--epochs", type=float, help="fixed amount of training instead of a time budget")
     tr.add_argument("--out", help="run directory (default: runs/TASK-ATTENTION-TIMESTAMP)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", default="auto", help="auto | cpu | cuda")
     tr.add_argument("--split", default="standard", help="g2p: standard (the benchmark's test words) | random")
     tr.add_argument("--beam", type=int, default=5, help="beam size for the test words (1 = greedy)")
-    tr.add_argument("--batch-size", type=int, help="examples per step (default: g2p 256 words, lm 64 windows)")
+    tr.add_argument("--batch-size", type=int, help="examples per step (default: g2p 256 words, lm 64 windows, "
+                    "classify 128 images, translate 64 verses)")
     tr.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 rnn, 1e-3 transformer)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
@@ -96,9 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--top-p", type=float)
     ge.add_argument("--seed", type=int, default=0)
 
-    sh = sub.add_parser("show", help="save the attention heatmap of a word: letters against phonemes")
+    tl = sub.add_parser("translate", help="translate Spanish sentences with a trained translate run")
+    tl.add_argument("run_dir")
+    tl.add_argument("sentences", nargs="+")
+    tl.add_argument("--beam", type=int, default=5)
+
+    sh = sub.add_parser("show", help="save the attention heatmap of a word (g2p: letters against phonemes) "
+                        "or a sentence (translate: source words against output words)")
     sh.add_argument("run_dir")
-    sh.add_argument("word")
+    sh.add_argument("word", metavar="TEXT")
     sh.add_argument("--out", help="PNG path (default: RUN_DIR/alignment-WORD.png)")
     sh.add_argument("--beam", type=int, default=5)
     return p
@@ -123,7 +132,8 @@ def _run_dir(args, model: str, attention: str) -> Path:
 
 
 def cmd_train(args) -> int:
-    return {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify}[args.task](args)
+    return {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify,
+            "translate": _train_translate}[args.task](args)
 
 
 def _train_g2p(args) -> int:
@@ -146,6 +156,31 @@ def _train_g2p(args) -> int:
           f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), beam {m['beam_size']}")
     print(f"  dev   WER {d['wer']:.2%}  PER {d['per']:.2%}  ({d['words']} words)")
     print(f"  test  WER {t['wer']:.2%}  PER {t['per']:.2%}  ({t['words']} words, split {m['split']})")
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _train_translate(args) -> int:
+    from .models.factory import DEFAULT_ATTENTION, check_model
+    from .tasks import translate
+
+    model = args.model or "rnn"
+    V.check_choice("model", model, DEFAULT_ATTENTION)
+    attention = args.attention or DEFAULT_ATTENTION[model]
+    overrides = _overrides(args.set)
+    check_model(model, attention, overrides)
+    cfg = translate.TranslateConfig(seed=args.seed, minutes=args.minutes, epochs=args.epochs,
+                                    batch_size=64 if args.batch_size is None else args.batch_size, lr=args.lr,
+                                    beam_size=args.beam, device=args.device, model=model)
+    out = _run_dir(args, model, attention)
+    _announce(args, cfg, model, attention, out)
+    m = translate.train(cfg, out, attention=attention, model_overrides=overrides,
+                        progress=False if args.quiet else None)
+    t, d = m["test"], m["dev"]
+    print(f"\ntranslate {m['model']} {m['attention']}: {m['params']:,} parameters, "
+          f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), beam {m['beam_size']}")
+    print(f"  dev   BLEU {d['bleu']:.2f}  chrF {d['chrf']:.2f}  ({d['sentences']} verses)")
+    print(f"  test  BLEU {t['bleu']:.2f}  chrF {t['chrf']:.2f}  ({t['sentences']} verses)")
     print(f"report: {out / 'report.html'}")
     return 0
 
@@ -221,6 +256,14 @@ def cmd_eval(args) -> int:
         for part in ("dev", "test"):
             print(f"{part:<5} accuracy {r[part]['accuracy']:.2%} ({r[part]['images']:,} images)")
         return 0
+    if task == "translate":
+        from .tasks import translate
+
+        r = translate.evaluate_run(args.run_dir, beam_size=args.beam)
+        for part in ("dev", "test"):
+            print(f"{part:<5} BLEU {r[part]['bleu']:.2f}  chrF {r[part]['chrf']:.2f}  "
+                  f"({r[part]['sentences']} verses, beam {r['beam_size']})")
+        return 0
     from .tasks import g2p
 
     r = g2p.evaluate_run(args.run_dir, beam_size=args.beam, split=args.split)
@@ -248,9 +291,28 @@ def cmd_pronounce(args) -> int:
     return 0
 
 
+def cmd_translate(args) -> int:
+    from .tasks import translate
+
+    model = translate.load(args.run_dir)
+    for r in model.translate(args.sentences, beam_size=args.beam):
+        print(r.text)
+    return 0
+
+
 def cmd_show(args) -> int:
     from .tasks import g2p
     from .viz.heatmap import save_alignment
+
+    if _task_of(args.run_dir) == "translate":
+        from .tasks import translate
+
+        r = translate.load(args.run_dir).translate([args.word], beam_size=args.beam)[0]
+        weights, src_words, tgt_words = r.word_alignment()
+        out = Path(args.out or Path(args.run_dir) / "alignment.png")
+        save_alignment(out, weights.numpy(), src_words, tgt_words, title=r.text)
+        print(out)
+        return 0
 
     model = g2p.load(args.run_dir)
     r = model.pronounce([args.word], beam_size=args.beam)[0]
@@ -262,7 +324,7 @@ def cmd_show(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "pronounce": cmd_pronounce, "show": cmd_show,
-            "generate": cmd_generate}
+            "generate": cmd_generate, "translate": cmd_translate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,3 +93,26 @@ def test_lm_train_generate_eval_end_to_end(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("ROMEO:") and len(r.stdout.rstrip("\n")) == 46
     r = run("eval", str(out))
     assert r.returncode == 0 and f"{metrics['test']['bpc']:.3f} bits/char" in r.stdout
+
+
+@pytest.mark.slow
+def test_translate_train_translate_show_eval_end_to_end(tmp_path):
+    out = tmp_path / "tr"
+    r = run("-q", "train", "translate", "--attention", "location_aware", "--epochs", "0.01", "--beam", "2",
+            "--out", str(out), *TINY, "--set", "attention_options={\"channels\": 4, \"kernel_size\": 5}")
+    assert r.returncode == 0, r.stderr
+    assert "test  BLEU" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["primary"] == {"name": "bleu", "value": metrics["test"]["bleu"], "higher_is_better": True}
+    assert metrics["test"]["sentences"] > 1000 and 0 <= metrics["test"]["chrf"] <= 100
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["test_chapters"] == 60 and config["attention"] == "location_aware"
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 6 and "BLEU" in html.upper()
+    r = run("translate", str(out), "En el principio crió Dios los cielos y la tierra.", "--beam", "1")
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    png = tmp_path / "s.png"
+    r = run("show", str(out), "Y dijo Dios: Sea la luz.", "--out", str(png))
+    assert r.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", r.stderr
+    r = run("eval", str(out), "--beam", "2")
+    assert r.returncode == 0 and f"BLEU {metrics['test']['bleu']:.2f}" in r.stdout, r.stdout + r.stderr

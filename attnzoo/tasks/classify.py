@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 TASK = "classify"
 ATTENTION = ("mha", "gqa", "mqa")
 DEFAULT_MINUTES = 8.0
-VIT_DEFAULTS = dict(patch_size=4, dim=128, num_heads=4, layers=6, dropout=0.1)
+# patch 7 (16 patches): 3x the steps of patch 4 per minute on a CPU, and the better model within 30 minutes
+VIT_DEFAULTS = dict(patch_size=7, dim=128, num_heads=4, layers=6, dropout=0.1)
 
 
 @dataclass

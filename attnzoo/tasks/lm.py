@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 TASK = "lm"
 ATTENTION = ("mha", "gqa", "mqa")
 DEFAULT_MINUTES = 8.0
-LM_MODEL_DEFAULTS = dict(dim=256, num_heads=4, layers=4, dropout=0.1, context=128, positions="rope")
+# measured on 2 cores: 3.6 epochs in 30 minutes is far from overfitting, so no dropout and a high peak lr
+LM_MODEL_DEFAULTS = dict(dim=256, num_heads=4, layers=4, dropout=0.0, context=128, positions="rope")
 
 
 @dataclass
@@ -44,6 +45,7 @@ class LMTaskConfig(TrainOptions):
     sample_chars: int = 500  # length of the report's generated sample
 
     default_minutes = DEFAULT_MINUTES
+    default_lr = 2e-3
 
     def __post_init__(self):
         V.check_choice("model", self.model, ("transformer",))
