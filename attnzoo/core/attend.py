@@ -14,7 +14,13 @@ Backends
            softmax when no weights are asked for; a ``score_mod`` must be
            additive (``score_mod.additive = True``) so it can be materialised
            as a bias.
-``auto``   the fastest backend valid for the call.
+``chunked`` exact attention by online softmax over key blocks with a
+           recomputing backward (:mod:`attnzoo.core.chunked`): memory grows with
+           L x block instead of L x S, for any score, ``score_mod`` and mask.
+           Softmax only, no dropout, no weights.
+``auto``   the fastest backend valid for the call: ``sdpa`` when it can run
+           it; else ``chunked`` when the full weight matrix would exceed
+           ``CHUNKED_AUTO_BYTES`` (and no weights are asked for); else ``eager``.
 
 Masks are boolean with True = may attend (as SDPA and FlexAttention; the
 opposite of ``nn.MultiheadAttention``'s masks, which you convert with ``~``).
@@ -34,12 +40,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import validate as V
+from .chunked import chunked_attention
 from .masks import causal_mask, index_grid
 from .normalize import NORMALIZERS
 from .scores import Score, resolve_score
 
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
-BACKENDS = ("auto", "eager", "sdpa")
+BACKENDS = ("auto", "eager", "sdpa", "chunked")
+#: backend="auto" switches from eager to chunked when the (B, H, L, S) float32 weights would exceed this
+CHUNKED_AUTO_BYTES = 256 * 2 ** 20
 
 
 @dataclass
@@ -68,14 +77,36 @@ def sdpa_unsupported_reason(score: Score, normalize: str, need_weights: bool,
     return None
 
 
+def chunked_unsupported_reason(normalize: str, need_weights: bool, dropout_p: float) -> str | None:
+    """Why the chunked backend cannot run a call, or None if it can."""
+    if normalize != "softmax":
+        return f"normalize={normalize!r} (the online softmax is a softmax)"
+    if need_weights:
+        return "need_weights=True (the chunked backend never holds the whole weight matrix)"
+    if dropout_p > 0:
+        return "dropout_p > 0 (dropout on weights it never stores)"
+    return None
+
+
 def choose_backend(backend: str, score: Score, normalize: str, need_weights: bool,
-                   score_mod: ScoreMod | None) -> str:
+                   score_mod: ScoreMod | None, dropout_p: float = 0.0,
+                   grid: tuple[int, int, int, int] | None = None) -> str:
+    """The backend that runs a call; ``grid`` = (B, H, L, S) sizes the weights for ``auto``."""
     V.check_choice("backend", backend, BACKENDS)
     reason = sdpa_unsupported_reason(score, normalize, need_weights, score_mod)
     if backend == "auto":
-        return "sdpa" if reason is None else "eager"
+        if reason is None:
+            return "sdpa"
+        big = grid is not None and 4 * grid[0] * grid[1] * grid[2] * grid[3] > CHUNKED_AUTO_BYTES
+        if big and chunked_unsupported_reason(normalize, need_weights, dropout_p) is None:
+            return "chunked"
+        return "eager"
     if backend == "sdpa" and reason is not None:
         raise ValueError(f"backend='sdpa' cannot run this call: {reason}; use backend='eager' or 'auto'")
+    if backend == "chunked":
+        why = chunked_unsupported_reason(normalize, need_weights, dropout_p)
+        if why is not None:
+            raise ValueError(f"backend='chunked' cannot run this call: {why}; use backend='eager' or 'auto'")
     return backend
 
 
@@ -96,6 +127,7 @@ def attend(
     scale: float | None = None,
     keys_projected: bool = False,
     query_offset: int | None = None,
+    block_size: int | None = None,
 ) -> AttentionOutput:
     """Attention of queries ``q`` over keys ``k`` and values ``v``.
 
@@ -112,13 +144,14 @@ def attend(
         normalize: "softmax" or "sparsemax".
         dropout_p: dropout on the weights (pass 0.0 at evaluation, as with SDPA).
         need_weights: also return the (B, [H], L, S) weights.
-        backend: "auto", "eager" or "sdpa".
+        backend: "auto", "eager", "sdpa" or "chunked".
         scale: overrides 1/sqrt(D) for score="scaled_dot".
         keys_projected: ``k`` already went through ``score.project_keys`` (step-wise
             decoders project keys once per sequence).
         query_offset: absolute position of the first query among the keys, used by
             ``is_causal`` and as ``q_idx`` in ``score_mod``; default ``S - L``
             (bottom-right: the queries are the newest positions, as with a KV cache).
+        block_size: keys per block for backend="chunked" (default 128).
     """
     score = resolve_score(score, scale)
     q, k, v = _autocast_inputs(q, k, v)
@@ -133,17 +166,21 @@ def attend(
         bias = bias.masked_fill(~blocked_free, 0.0)
     if query_offset is None:
         query_offset = k.shape[-2] - q.shape[-2]
-    if is_causal:
+    grid = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    chosen = choose_backend(backend, score, normalize, need_weights, score_mod, dropout_p, grid)
+    if is_causal and chosen != "chunked":  # chunked builds the causal mask block by block
         c = causal_mask(q.shape[-2], k.shape[-2], device=q.device, query_offset=query_offset)  # (L, S)
         mask = c if mask is None else mask & c
 
-    chosen = choose_backend(backend, score, normalize, need_weights, score_mod)
     qp = score.project_query(q)
     kp = k if keys_projected else score.project_keys(k)
     _check_feature_sizes(score, qp, kp)
     kp, v = _expand_kv_heads(qp, kp, v)
     if chosen == "sdpa":
         out = _sdpa(score, qp, kp, v, mask, bias, score_mod, dropout_p, query_offset)
+    elif chosen == "chunked":
+        out = AttentionOutput(chunked_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset,
+                                                block_size))
     else:
         out = _eager(score, qp, kp, v, mask, bias, score_mod, normalize, dropout_p, need_weights, query_offset)
     if three_d:

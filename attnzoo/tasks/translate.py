@@ -140,12 +140,12 @@ class Translator:
 
 def corpus_scores(hypotheses: list[str], references: list[str]) -> dict:
     """Corpus BLEU (13a tokenisation) and chrF, as sacrebleu computes them."""
-    import sacrebleu
+    from sacrebleu.metrics import BLEU, CHRF
 
-    bleu = sacrebleu.corpus_bleu(hypotheses, [references])
-    chrf = sacrebleu.corpus_chrf(hypotheses, [references])
-    return {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "sentences": len(references),
-            "bleu_signature": str(sacrebleu.BLEU().get_signature())}
+    bleu, chrf = BLEU(), CHRF()
+    return {"bleu": round(bleu.corpus_score(hypotheses, [references]).score, 2),
+            "chrf": round(chrf.corpus_score(hypotheses, [references]).score, 2),
+            "sentences": len(references), "bleu_signature": str(bleu.get_signature())}
 
 
 def evaluate_verses(translator: Translator, verses: list[Verse], beam_size: int,

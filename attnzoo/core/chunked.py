@@ -1,0 +1,192 @@
+"""The ``chunked`` backend: exact attention over key blocks, never storing the L x S weights.
+
+FlashAttention's algorithm (Dao et al. 2022; Rabe & Staats 2021, "Self-attention
+does not need O(n^2) memory") written with PyTorch ops, for any score:
+
+    forward, for each key block j (size b):
+        s_j  = score(q, k_j) + bias_j, then score_mod, then the mask        # (B, H, L, b) float32
+        m'   = max(m, rowmax(s_j));  l = l e^(m - m') + rowsum(e^(s_j - m'))
+        acc  = acc e^(m - m') + e^(s_j - m') v_j;  m = m'
+    out = acc / l,  lse = m + log l                                        # (B, H, L, E), (B, H, L)
+
+    backward, for each key block j again (recomputed, not stored):
+        p_j  = e^(s_j - lse);  dv_j = p_j^T dout;  dp_j = dout v_j^T
+        ds_j = p_j (dp_j - rowsum(dout * out))
+        then ds_j flows back through the score (autograd on the block's scores:
+        q, k_j, bias_j and the score's own parameters, e.g. additive's v).
+
+Memory grows with L x b (plus, for the additive score, L x b x A), not L x S.
+It runs dot-product scores with any ``score_mod`` (ALiBi, T5, relative), the
+additive (Bahdanau), general and cosine scores, masks and biases of any
+broadcastable shape, and causal masking computed per block (no L x S mask).
+PyTorch's FlexAttention has no backward on CPU; this one does.
+
+Restrictions (each an error that says so): softmax only, no dropout, no
+weights returned (use ``eager`` for those). A ``score_mod`` with learned
+tensors must be an ``nn.Module`` (its parameters are then differentiated).
+
+Shape legend: B batch, H heads, L queries, S keys, D key size, E value size,
+b block size.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor, nn
+
+#: default key-block size
+BLOCK_SIZE = 128
+
+
+def _params(score, score_mod) -> list[Tensor]:
+    params = [p for p in score.parameters() if p.requires_grad]
+    if score_mod is not None:
+        if isinstance(score_mod, nn.Module):
+            params += [p for p in score_mod.parameters() if p.requires_grad]
+        else:
+            _refuse_hidden_parameters(score_mod)
+    return params
+
+
+def _refuse_hidden_parameters(fn) -> None:
+    """A plain-function score_mod must not close over trainable tensors (their gradient would be lost)."""
+    try:
+        captured = inspect.getclosurevars(fn)
+    except TypeError:
+        return
+    for name, val in {**captured.nonlocals, **captured.globals}.items():
+        trainable = (isinstance(val, Tensor) and val.requires_grad) or \
+            (isinstance(val, nn.Module) and any(p.requires_grad for p in val.parameters()))
+        if trainable:
+            raise ValueError(f"score_mod captures the trainable {name!r}; backend='chunked' differentiates only "
+                             "parameters it can see: make the score_mod an nn.Module holding them, or use "
+                             "backend='eager'")
+
+
+def _slice(x: Tensor | None, j0: int, j1: int, S: int) -> Tensor | None:
+    """Keys j0:j1 of a tensor broadcastable to (..., S) (a size-1 key dim broadcasts as is)."""
+    if x is None or x.shape[-1] == 1 and S != 1:
+        return x
+    return x[..., j0:j1]
+
+
+class _Spec:
+    """The non-tensor arguments of one call."""
+
+    def __init__(self, score, score_mod, mask, causal, query_offset, block, n_params):
+        self.score, self.score_mod, self.mask = score, score_mod, mask
+        self.causal, self.query_offset, self.block, self.n_params = causal, query_offset, block, n_params
+
+
+def _block_scores(spec: _Spec, q: Tensor, k_blk: Tensor, bias_blk: Tensor | None, j0: int, S: int) -> Tensor:
+    """Masked float32 scores of queries q against keys j0:j0+b -> (B, H, L, b); blocked keys -inf."""
+    s = spec.score.compare(q, k_blk)  # (B, H, L, b)
+    s = s if s.dtype == torch.float64 else s.float()
+    if bias_blk is not None:
+        s = s + bias_blk
+    B, H, L, b = s.shape
+    q_idx = torch.arange(L, device=s.device).view(1, 1, L, 1) + spec.query_offset
+    kv_idx = torch.arange(j0, j0 + b, device=s.device).view(1, 1, 1, b)
+    if spec.score_mod is not None:
+        s = spec.score_mod(s, torch.arange(B, device=s.device).view(B, 1, 1, 1),
+                           torch.arange(H, device=s.device).view(1, H, 1, 1), q_idx, kv_idx)
+    allowed = _slice(spec.mask, j0, j0 + b, S)
+    if spec.causal:
+        c = kv_idx <= q_idx  # (1, 1, L, b)
+        allowed = c if allowed is None else allowed & c
+    if allowed is not None:
+        s = s.masked_fill(~allowed, float("-inf"))
+    return s
+
+
+class _ChunkedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, bias, spec: _Spec, *params):
+        B, H, L, _ = q.shape
+        S, E = k.shape[-2], v.shape[-1]
+        stat = torch.float64 if q.dtype == torch.float64 else torch.float32
+        m = torch.full((B, H, L), float("-inf"), dtype=stat, device=q.device)  # running row max
+        l = torch.zeros(B, H, L, dtype=stat, device=q.device)  # running sum of e^(s - m)
+        acc = torch.zeros(B, H, L, E, dtype=stat, device=q.device)
+        with torch.no_grad():
+            for j0 in range(0, S, spec.block):
+                j1 = min(j0 + spec.block, S)
+                s = _block_scores(spec, q, k[:, :, j0:j1], _slice(bias, j0, j1, S), j0, S)  # (B, H, L, b)
+                m_new = torch.maximum(m, s.amax(-1))
+                m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # rows with no key yet
+                p = torch.exp(s - m_safe[..., None])  # blocked keys: e^-inf = 0
+                correction = torch.exp(m - m_safe)
+                l = l * correction + p.sum(-1)
+                acc = acc * correction[..., None] + p.to(v.dtype) @ v[:, :, j0:j1]
+                m = m_new
+        has_key = l > 0  # a fully masked row gets zero output
+        out = torch.where(has_key[..., None], acc / l.clamp_min(torch.finfo(stat).tiny)[..., None],
+                          torch.zeros_like(acc)).to(v.dtype)
+        m_safe = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+        lse = torch.where(has_key, m_safe + torch.log(l.clamp_min(torch.finfo(stat).tiny)),
+                          torch.full_like(m, float("inf")))  # +inf: e^(s - lse) = 0 on empty rows
+        ctx.spec = spec
+        device = q.device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device),
+                        torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None)
+        ctx.save_for_backward(q, k, v, bias, out, lse, *params)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        spec = ctx.spec
+        q, k, v, bias, out, lse, *params = ctx.saved_tensors
+        S = k.shape[-2]
+        stat = lse.dtype
+        delta = (dout.to(stat) * out.to(stat)).sum(-1)  # (B, H, L) rowsum(dout * out)
+        dq = torch.zeros_like(q, dtype=stat)
+        dk = torch.zeros_like(k, dtype=stat)
+        dv = torch.zeros_like(v, dtype=stat)
+        dbias = None
+        if bias is not None and ctx.needs_input_grad[3]:
+            dbias = torch.zeros_like(bias, dtype=stat)  # bias's own (broadcastable) shape
+        dparams = [torch.zeros_like(p) for p in params]
+        for j0 in range(0, S, spec.block):
+            j1 = min(j0 + spec.block, S)
+            device, enabled, dtype = ctx.autocast
+            with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):  # as in forward
+                qd = q.detach().requires_grad_()
+                kd = k[:, :, j0:j1].detach().requires_grad_()
+                bd = _slice(bias, j0, j1, S)
+                bd = None if bd is None else bd.detach().requires_grad_(dbias is not None)
+                s = _block_scores(spec, qd, kd, bd, j0, S)  # (B, H, L, b), recomputed
+            p = torch.exp(s.detach() - lse[..., None])  # (B, H, L, b)
+            v_blk = v[:, :, j0:j1]
+            dv[:, :, j0:j1] += p.transpose(-1, -2) @ dout.to(stat)  # (B, H, b, E)
+            dp = dout.to(stat) @ v_blk.to(stat).transpose(-1, -2)  # (B, H, L, b)
+            ds = p * (dp - delta[..., None])
+            wrt = [qd, kd] + ([bd] if dbias is not None else []) + list(params)
+            grads = torch.autograd.grad(s, wrt, grad_outputs=ds.to(s.dtype), allow_unused=True)
+            dq += grads[0] if grads[0] is not None else 0
+            if grads[1] is not None:
+                dk[:, :, j0:j1] += grads[1]
+            rest = grads[2:]
+            if dbias is not None:
+                if rest[0] is not None:  # autograd already summed it to the block's own shape
+                    _slice(dbias, j0, j1, S).add_(rest[0])
+                rest = rest[1:]
+            for acc, g in zip(dparams, rest):
+                if g is not None:
+                    acc += g
+        dbias = None if dbias is None else dbias.to(bias.dtype)
+        return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbias, None, *dparams)
+
+
+def chunked_attention(score, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None,
+                      score_mod, causal: bool, query_offset: int, block_size: int | None = None) -> Tensor:
+    """Exact softmax attention by key blocks: q (B,H,L,D'), k (B,H,S,D'), v (B,H,S,E) -> (B,H,L,E).
+
+    ``q`` and ``k`` are already projected (``score.project_query``/``project_keys``)."""
+    block = BLOCK_SIZE if block_size is None else int(block_size)
+    if block < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    params = _params(score, score_mod)
+    spec = _Spec(score, score_mod, mask, causal, query_offset, block, len(params))
+    return _ChunkedAttention.apply(q, k, v, bias, spec, *params)
