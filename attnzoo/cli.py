@@ -136,18 +136,29 @@ def cmd_train(args) -> int:
             "translate": _train_translate}[args.task](args)
 
 
-def _train_g2p(args) -> int:
+def _seq2seq_choices(args) -> tuple[str, str, dict]:
+    """--model, --attention and --set of an encoder-decoder task, checked before any data loads."""
     from .models.factory import DEFAULT_ATTENTION, check_model
-    from .tasks import g2p
 
     model = args.model or "rnn"
     V.check_choice("model", model, DEFAULT_ATTENTION)
     attention = args.attention or DEFAULT_ATTENTION[model]
     overrides = _overrides(args.set)
     check_model(model, attention, overrides)
-    cfg = g2p.G2PConfig(split=args.split, seed=args.seed, minutes=args.minutes, epochs=args.epochs,
-                        batch_size=256 if args.batch_size is None else args.batch_size, lr=args.lr,
-                        beam_size=args.beam, device=args.device, model=model)
+    return model, attention, overrides
+
+
+def _common(args, batch_size: int) -> dict:
+    """The options every task's config takes from the command line."""
+    return dict(seed=args.seed, minutes=args.minutes, epochs=args.epochs, lr=args.lr, device=args.device,
+                batch_size=batch_size if args.batch_size is None else args.batch_size)
+
+
+def _train_g2p(args) -> int:
+    from .tasks import g2p
+
+    model, attention, overrides = _seq2seq_choices(args)
+    cfg = g2p.G2PConfig(split=args.split, beam_size=args.beam, model=model, **_common(args, 256))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
     m = g2p.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None)
@@ -161,17 +172,10 @@ def _train_g2p(args) -> int:
 
 
 def _train_translate(args) -> int:
-    from .models.factory import DEFAULT_ATTENTION, check_model
     from .tasks import translate
 
-    model = args.model or "rnn"
-    V.check_choice("model", model, DEFAULT_ATTENTION)
-    attention = args.attention or DEFAULT_ATTENTION[model]
-    overrides = _overrides(args.set)
-    check_model(model, attention, overrides)
-    cfg = translate.TranslateConfig(seed=args.seed, minutes=args.minutes, epochs=args.epochs,
-                                    batch_size=64 if args.batch_size is None else args.batch_size, lr=args.lr,
-                                    beam_size=args.beam, device=args.device, model=model)
+    model, attention, overrides = _seq2seq_choices(args)
+    cfg = translate.TranslateConfig(beam_size=args.beam, model=model, **_common(args, 64))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
     m = translate.train(cfg, out, attention=attention, model_overrides=overrides,
@@ -192,9 +196,7 @@ def _train_lm(args) -> int:
     attention = args.attention or "mha"
     overrides = _overrides(args.set)
     lm.check_model(attention, overrides)
-    cfg = lm.LMTaskConfig(seed=args.seed, minutes=args.minutes, epochs=args.epochs,
-                          batch_size=64 if args.batch_size is None else args.batch_size, lr=args.lr,
-                          device=args.device, model=model)
+    cfg = lm.LMTaskConfig(model=model, **_common(args, 64))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
     m = lm.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None)
@@ -213,9 +215,7 @@ def _train_classify(args) -> int:
     attention = args.attention or "mha"
     overrides = _overrides(args.set)
     classify.check_model(attention, overrides)
-    cfg = classify.ClassifyConfig(seed=args.seed, minutes=args.minutes, epochs=args.epochs,
-                                  batch_size=128 if args.batch_size is None else args.batch_size, lr=args.lr,
-                                  device=args.device, model=model)
+    cfg = classify.ClassifyConfig(model=model, **_common(args, 128))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
     m = classify.train(cfg, out, attention=attention, model_overrides=overrides,

@@ -57,6 +57,18 @@ def _mix(weights: Tensor, values: Tensor) -> Tensor:
     return w @ values  # (B, T, Dv)
 
 
+def _stat_dtype(keys: Tensor) -> torch.dtype:
+    """The dtype of weights and positions carried in the state: float64 for float64 keys, else float32."""
+    return torch.float64 if keys.dtype == torch.float64 else torch.float32
+
+
+def _like_query(query: Tensor, context: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """One-step results (B, Dv), (B, S) -> (B, 1, Dv), (B, 1, S) when the query was (B, 1, Dq)."""
+    if query.dim() == 3:
+        return context.unsqueeze(1), weights.unsqueeze(1)
+    return context, weights
+
+
 def _uniform(valid: Tensor, dtype: torch.dtype) -> Tensor:
     """(B, S) weights spread evenly over the real positions (the usual a_0)."""
     w = valid.to(dtype)
@@ -139,7 +151,7 @@ class LocationAwareAttention(StepAttention):
 
     def initial_state(self, keys, values=None, key_mask=None) -> AttentionState:
         self.check_memory(keys, values, key_mask)
-        a0 = _uniform(_valid(keys, key_mask), torch.float64 if keys.dtype == torch.float64 else torch.float32)
+        a0 = _uniform(_valid(keys, key_mask), _stat_dtype(keys))
         return AttentionState(projected_keys=self.score.project_keys(keys),  # (B, S, A): V k_s + b
                               weights=a0, cumulative=torch.zeros_like(a0) if self.cumulative else None)
 
@@ -159,11 +171,9 @@ class LocationAwareAttention(StepAttention):
         mask = None if key_mask is None else key_mask[:, None, :]  # (B, 1, S)
         context, weights = attend(q, keys_t, values, score=self.score, mask=mask, normalize=self.normalize,
                                   need_weights=True, backend="eager", keys_projected=True)  # (B,1,Dv), (B,1,S)
-        context, weights = context.squeeze(1), weights.squeeze(1)  # (B, Dv), (B, S)
-        if query.dim() == 3:
-            context, weights = context.unsqueeze(1), weights.unsqueeze(1)
-        flat = weights.reshape(weights.shape[0], -1)  # (B, S)
+        flat = weights.squeeze(1)  # (B, S)
         cumulative = state.cumulative + flat if self.cumulative else None  # a_1 + ... + a_t
+        context, weights = _like_query(query, context.squeeze(1), flat)  # (B, [1,] Dv), (B, [1,] S)
         return context, weights, state.replace(weights=flat, cumulative=cumulative)
 
     def extra_repr(self):
@@ -198,7 +208,7 @@ class GMMAttention(StepAttention):
 
     def initial_state(self, keys, values=None, key_mask=None) -> AttentionState:
         self.check_memory(keys, values, key_mask)
-        dtype = torch.float64 if keys.dtype == torch.float64 else torch.float32
+        dtype = _stat_dtype(keys)
         kappa0 = torch.zeros(keys.shape[0], self.components, dtype=dtype, device=keys.device)  # (B, K)
         return AttentionState(projected_keys=keys, position=kappa0)
 
@@ -219,11 +229,7 @@ class GMMAttention(StepAttention):
         weights = phi.sum(1)  # (B, S)
         if key_mask is not None:
             weights = weights * key_mask
-        context = _mix(weights, values)  # (B, Dv)
-        if query.dim() == 3:
-            context, out_w = context.unsqueeze(1), weights.unsqueeze(1)
-        else:
-            out_w = weights
+        context, out_w = _like_query(query, _mix(weights, values), weights)  # (B, [1,] Dv), (B, [1,] S)
         return context, out_w, state.replace(weights=weights, position=kappa)
 
     def extra_repr(self):
@@ -255,7 +261,7 @@ class _LocalAttention(StepAttention):
 
     def initial_state(self, keys, values=None, key_mask=None) -> AttentionState:
         self.check_memory(keys, values, key_mask)
-        dtype = torch.float64 if keys.dtype == torch.float64 else torch.float32
+        dtype = _stat_dtype(keys)
         return AttentionState(projected_keys=self.score.project_keys(keys),
                               position=torch.zeros(keys.shape[0], dtype=dtype, device=keys.device))  # (B,)
 
@@ -382,7 +388,7 @@ class MonotonicAttention(StepAttention):
     def initial_state(self, keys, values=None, key_mask=None) -> AttentionState:
         self.check_memory(keys, values, key_mask)
         B, S = keys.shape[:2]
-        dtype = torch.float64 if keys.dtype == torch.float64 else torch.float32
+        dtype = _stat_dtype(keys)
         a0 = torch.zeros(B, S, dtype=dtype, device=keys.device)
         a0[:, 0] = 1.0  # delta at the first position
         return AttentionState(projected_keys=self.key_proj(keys), weights=a0,
@@ -436,10 +442,7 @@ class MonotonicAttention(StepAttention):
         else:
             weights = self.expected_alignment(p, state.weights)  # (B, S)
             position = state.position
-        context = _mix(weights, values)  # (B, Dv)
-        out_w = weights
-        if query.dim() == 3:
-            context, out_w = context.unsqueeze(1), weights.unsqueeze(1)
+        context, out_w = _like_query(query, _mix(weights, values), weights)  # (B, [1,] Dv), (B, [1,] S)
         return context, out_w, state.replace(weights=weights, position=position)
 
     def extra_repr(self):

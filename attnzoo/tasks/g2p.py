@@ -29,9 +29,9 @@ from ..data.batching import bucketed_batches, num_batches, sorted_batches
 from ..data.g2p import SPLITS, make_split
 from ..data.vocab import Vocab
 from ..models.decoding import decode
-from ..models.factory import DEFAULT_ATTENTION, MODELS, build_seq2seq, check_model, rebuild_seq2seq
+from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, rebuild_seq2seq
 from ..training.checkpoint import load_run
-from ..training.run import RunDirectory, TrainOptions, load_task_run, resolve_device
+from ..training.run import RunDirectory, Seq2SeqOptions, load_task_run, resolve_device
 from ..training.metrics import g2p_scores
 from ..training.trainer import Budget, Trainer, resolve_precision
 
@@ -52,29 +52,21 @@ DEFAULT_LR = {"rnn": 3e-3, "transformer": 1e-3}
 
 
 @dataclass
-class G2PConfig(TrainOptions):
+class G2PConfig(Seq2SeqOptions):
     """Task and training options (the model's own live in its config)."""
 
     split: str = "standard"  # "standard" benchmark split or a seeded "random" one
     batch_size: int = 256  # pairs per step; large batches use both cores well
-    label_smoothing: float = 0.1  # regularises the phoneme softmax
-    grad_clip: float = 1.0  # max gradient norm
-    beam_size: int = 5  # test decoding (dev evaluations during training are greedy)
-    length_penalty: float = 1.0  # beam: score / length ** penalty
     dev_eval_words: int = 1000  # dev words decoded at each periodic evaluation
     report_words: int = 12  # test words whose alignments the report shows
-    model: str = "rnn"  # architecture
 
     default_minutes = DEFAULT_MINUTES
+    default_lrs = DEFAULT_LR
 
     def __post_init__(self):
         V.check_choice("split", self.split, SPLITS)
-        V.check_choice("model", self.model, MODELS)
-        if self.lr is None:
-            self.lr = DEFAULT_LR[self.model]
         super().__post_init__()
-        for name in ("beam_size", "dev_eval_words"):
-            V.check_positive(name, getattr(self, name))
+        V.check_positive("dev_eval_words", self.dev_eval_words)
 
 
 # ----------------------------------------------------------------------------- a trained model

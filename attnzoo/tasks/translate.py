@@ -30,9 +30,9 @@ from ..data.bible import Verse, load_verses, split_by_chapter
 from ..data.subword import Subword, word_text, words_of
 from ..data.vocab import Vocab
 from ..models.decoding import decode
-from ..models.factory import DEFAULT_ATTENTION, MODELS, build_seq2seq, check_model, rebuild_seq2seq
+from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, rebuild_seq2seq
 from ..training.checkpoint import load_run
-from ..training.run import RunDirectory, TrainOptions, load_task_run, resolve_device
+from ..training.run import RunDirectory, Seq2SeqOptions, load_task_run, resolve_device
 from ..training.trainer import Budget, Trainer, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -49,31 +49,23 @@ DEFAULT_LR = {"rnn": 2e-3, "transformer": 7e-4}
 
 
 @dataclass
-class TranslateConfig(TrainOptions):
+class TranslateConfig(Seq2SeqOptions):
     """Task and training options (the model's own live in its config)."""
 
     batch_size: int = 64  # verse pairs per step
     vocab_size: int = 4000  # BPE pieces per language, learned from the training verses
     max_train_pieces: int = 100  # longer training pairs are skipped (never dev or test ones)
-    label_smoothing: float = 0.1
-    grad_clip: float = 1.0
-    beam_size: int = 5  # test decoding (dev evaluations during training are greedy)
-    length_penalty: float = 1.0
     dev_chapters: int = 30  # whole chapters held out for dev (seeded)
     test_chapters: int = 60  # and for test: about 1,600 verses
     dev_eval_sentences: int = 200  # dev verses translated at each periodic evaluation
     report_sentences: int = 6  # test verses whose alignments the report shows
-    model: str = "rnn"
 
     default_minutes = DEFAULT_MINUTES
+    default_lrs = DEFAULT_LR
 
     def __post_init__(self):
-        V.check_choice("model", self.model, MODELS)
-        if self.lr is None:
-            self.lr = DEFAULT_LR[self.model]
         super().__post_init__()
-        for name in ("vocab_size", "max_train_pieces", "beam_size", "dev_eval_sentences", "dev_chapters",
-                     "test_chapters"):
+        for name in ("vocab_size", "max_train_pieces", "dev_eval_sentences", "dev_chapters", "test_chapters"):
             V.check_positive(name, getattr(self, name))
 
 

@@ -52,6 +52,28 @@ class TrainOptions(ConfigMixin):
                 V.check_positive(name, getattr(self, name))
 
 
+@dataclass
+class Seq2SeqOptions(TrainOptions):
+    """What every encoder-decoder task shares (g2p, translate)."""
+
+    label_smoothing: float = 0.1  # regularises the output softmax
+    grad_clip: float = 1.0  # max gradient norm
+    beam_size: int = 5  # test decoding (dev evaluations during training are greedy)
+    length_penalty: float = 1.0  # beam: score / length ** penalty
+    model: str = "rnn"  # architecture: rnn | transformer
+
+    default_lrs = {"rnn": 1e-3, "transformer": 1e-3}  # peak lr per architecture (a task overrides)
+
+    def __post_init__(self):
+        from ..models.factory import MODELS
+
+        V.check_choice("model", self.model, MODELS)
+        if self.lr is None:
+            self.lr = self.default_lrs[self.model]
+        super().__post_init__()
+        V.check_positive("beam_size", self.beam_size)
+
+
 
 class RunDirectory:
     """One run's files: config.json, metrics.jsonl, checkpoint.pt, metrics.json."""
