@@ -263,7 +263,8 @@ class _LocalAttention(StepAttention):
         self.check_memory(keys, values, key_mask)
         dtype = _stat_dtype(keys)
         return AttentionState(projected_keys=self.score.project_keys(keys),
-                              position=torch.zeros(keys.shape[0], dtype=dtype, device=keys.device))  # (B,)
+                              position=torch.zeros(keys.shape[0], dtype=dtype, device=keys.device),  # (B,)
+                              extra={"lengths": _valid(keys, key_mask).sum(-1)})  # (B,) S per example, once
 
     def windowed(self, q: Tensor, state: AttentionState, values: Tensor, key_mask: Tensor | None,
                  centre: Tensor) -> tuple[Tensor, Tensor]:
@@ -337,8 +338,7 @@ class LocalPredictiveAttention(_LocalAttention):
         self.check_query(query, state)
         one_step = query.dim() == 2
         q = query.unsqueeze(1) if one_step else query  # (B, T, Dq)
-        lengths = _valid(keys, key_mask).sum(-1)  # (B,) S per example
-        centre = self.predicted_position(q, lengths).to(state.position.dtype)  # (B, T)
+        centre = self.predicted_position(q, state.extra["lengths"]).to(state.position.dtype)  # (B, T)
         content, s = self.windowed(q, state, values, key_mask, centre.detach())  # (B, T, S)
         sigma = self.window / 2
         gauss = torch.exp(-((s - centre.unsqueeze(-1)) ** 2) / (2 * sigma ** 2))  # (B, T, S)

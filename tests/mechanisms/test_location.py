@@ -297,7 +297,7 @@ def test_local_p_gaussian_is_centred_on_the_predicted_position():
     attn.score.key_proj.weight.data.zero_()  # equal content scores: the weights are the Gaussian alone
     _, w, state = attn(queries(1)[0], keys, values, mask)
     for b in range(B):
-        p = float(state.position[b])
+        p = float(state.position[b].detach())
         s = torch.arange(20, dtype=torch.float64)
         inside = (s - p).abs() <= 4
         gauss = torch.exp(-(s - p) ** 2 / (2 * 2.0 ** 2)) * inside * mask[b]
