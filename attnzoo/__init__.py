@@ -9,10 +9,11 @@
 """
 
 from .core import AttentionOutput, attend
+from .core.capture import Capture, capture
 from .core.kv_cache import KVCache
 from .mechanisms import AttentionState, MultiHeadAttention, SelfAttention, StepAttention
 from .registry import MechanismInfo, create, mechanisms
 
 __version__ = "0.1.0"
 __all__ = ["attend", "AttentionOutput", "create", "mechanisms", "MechanismInfo", "AttentionState",
-           "StepAttention", "MultiHeadAttention", "SelfAttention", "KVCache", "__version__"]
+           "StepAttention", "MultiHeadAttention", "SelfAttention", "KVCache", "capture", "Capture", "__version__"]

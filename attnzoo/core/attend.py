@@ -18,9 +18,14 @@ Backends
            recomputing backward (:mod:`attnzoo.core.chunked`): memory grows with
            L x block instead of L x S, for any score, ``score_mod`` and mask.
            Softmax only, no dropout, no weights.
+``tiled``  exact attention that also returns the weights, by blocks of query
+           rows that stay in cache (:mod:`attnzoo.core.tiled`): the weights
+           are the only L x S tensor made, forward or backward. Softmax only,
+           no dropout.
 ``auto``   the fastest backend valid for the call: ``sdpa`` when it can run
-           it; else ``chunked`` when the full weight matrix would exceed
-           ``CHUNKED_AUTO_BYTES`` (and no weights are asked for); else ``eager``.
+           it; with ``need_weights=True``, ``tiled`` for all but tiny calls;
+           else ``chunked`` when the score's L x S work (times the additive
+           score's hidden size) would exceed ``CHUNKED_AUTO_BYTES``; else ``eager``.
 
 Masks are boolean with True = may attend (as SDPA and FlexAttention; the
 opposite of ``nn.MultiheadAttention``'s masks, which you convert with ``~``).
@@ -40,15 +45,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import validate as V
+from . import capture as _capture
 from .chunked import chunked_attention
+from .tiled import _score_width, tiled_attention
 from .masks import causal_mask, index_grid
 from .normalize import NORMALIZERS
 from .scores import Score, resolve_score
 
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
-BACKENDS = ("auto", "eager", "sdpa", "chunked")
-#: backend="auto" switches from eager to chunked when the (B, H, L, S) float32 weights would exceed this
+BACKENDS = ("auto", "eager", "sdpa", "chunked", "tiled")
+#: backend="auto" switches from eager to chunked when the (B, H, L, S) float32 scores (times the additive
+#: score's hidden size, which eager holds too) would exceed this
 CHUNKED_AUTO_BYTES = 256 * 2 ** 20
+#: with need_weights=True, backend="auto" takes the tiled path from this many (query, key) pairs on
+TILED_AUTO_PAIRS = 2 ** 16
 
 
 @dataclass
@@ -88,25 +98,38 @@ def chunked_unsupported_reason(normalize: str, need_weights: bool, dropout_p: fl
     return None
 
 
+def tiled_unsupported_reason(normalize: str, dropout_p: float) -> str | None:
+    """Why the tiled backend cannot run a call, or None if it can."""
+    if normalize != "softmax":
+        return f"normalize={normalize!r} (the tiled backend computes softmax)"
+    if dropout_p > 0:
+        return "dropout_p > 0 (use backend='eager' for dropout on returned weights)"
+    return None
+
+
 def choose_backend(backend: str, score: Score, normalize: str, need_weights: bool,
                    score_mod: ScoreMod | None, dropout_p: float = 0.0,
                    grid: tuple[int, int, int, int] | None = None) -> str:
-    """The backend that runs a call; ``grid`` = (B, H, L, S) sizes the weights for ``auto``."""
+    """The backend that runs a call; ``grid`` = (B, H, L, S) sizes the work for ``auto``."""
     V.check_choice("backend", backend, BACKENDS)
     reason = sdpa_unsupported_reason(score, normalize, need_weights, score_mod)
     if backend == "auto":
         if reason is None:
             return "sdpa"
-        big = grid is not None and 4 * grid[0] * grid[1] * grid[2] * grid[3] > CHUNKED_AUTO_BYTES
+        pairs = 0 if grid is None else grid[0] * grid[1] * grid[2] * grid[3]
+        if need_weights:
+            if pairs >= TILED_AUTO_PAIRS and tiled_unsupported_reason(normalize, dropout_p) is None:
+                return "tiled"
+            return "eager"
+        big = 4 * pairs * _score_width(score) > CHUNKED_AUTO_BYTES
         if big and chunked_unsupported_reason(normalize, need_weights, dropout_p) is None:
             return "chunked"
         return "eager"
-    if backend == "sdpa" and reason is not None:
-        raise ValueError(f"backend='sdpa' cannot run this call: {reason}; use backend='eager' or 'auto'")
-    if backend == "chunked":
-        why = chunked_unsupported_reason(normalize, need_weights, dropout_p)
-        if why is not None:
-            raise ValueError(f"backend='chunked' cannot run this call: {why}; use backend='eager' or 'auto'")
+    why = {"sdpa": reason,
+           "chunked": chunked_unsupported_reason(normalize, need_weights, dropout_p),
+           "tiled": tiled_unsupported_reason(normalize, dropout_p)}.get(backend)
+    if why is not None:
+        raise ValueError(f"backend={backend!r} cannot run this call: {why}; use backend='eager' or 'auto'")
     return backend
 
 
@@ -151,9 +174,14 @@ def attend(
         query_offset: absolute position of the first query among the keys, used by
             ``is_causal`` and as ``q_idx`` in ``score_mod``; default ``S - L``
             (bottom-right: the queries are the newest positions, as with a KV cache).
-        block_size: keys per block for backend="chunked" (default 128).
+        block_size: keys per block for backend="chunked" (default: 128, fewer for the additive
+            score), query rows per block for backend="tiled" (default: a block of about 2 MiB).
     """
     score = resolve_score(score, scale)
+    recorder = _capture.active()
+    asked_for_weights = need_weights
+    if recorder is not None:  # attnzoo.capture() needs the weights of every call
+        need_weights, backend = True, ("auto" if backend in ("sdpa", "chunked") else backend)
     q, k, v = _autocast_inputs(q, k, v)
     three_d = _check_inputs(q, k, v, mask, bias, normalize, dropout_p)
     if three_d:  # one code path: (B, L, D) -> (B, 1, L, D)
@@ -168,7 +196,7 @@ def attend(
         query_offset = k.shape[-2] - q.shape[-2]
     grid = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
     chosen = choose_backend(backend, score, normalize, need_weights, score_mod, dropout_p, grid)
-    if is_causal and chosen != "chunked":  # chunked builds the causal mask block by block
+    if is_causal and chosen not in ("chunked", "tiled"):  # those build the causal mask block by block
         c = causal_mask(q.shape[-2], k.shape[-2], device=q.device, query_offset=query_offset)  # (L, S)
         mask = c if mask is None else mask & c
 
@@ -181,10 +209,17 @@ def attend(
     elif chosen == "chunked":
         out = AttentionOutput(chunked_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset,
                                                 block_size))
+    elif chosen == "tiled":
+        out = AttentionOutput(*tiled_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset,
+                                               block_size))
     else:
         out = _eager(score, qp, kp, v, mask, bias, score_mod, normalize, dropout_p, need_weights, query_offset)
     if three_d:
         out = AttentionOutput(out.output.squeeze(1), None if out.weights is None else out.weights.squeeze(1))
+    if recorder is not None:
+        recorder.record(out.weights)
+        if not asked_for_weights:
+            out = AttentionOutput(out.output, None)
     return out
 
 

@@ -38,6 +38,8 @@ from torch import Tensor, nn
 
 #: default key-block size
 BLOCK_SIZE = 128
+#: the additive score holds (B, H, L, b, A) floats per block: its blocks shrink to about this many bytes
+ADDITIVE_BLOCK_BYTES = 16 * 2 ** 20
 
 
 def _params(score, score_mod) -> list[Tensor]:
@@ -184,7 +186,12 @@ def chunked_attention(score, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | Non
     """Exact softmax attention by key blocks: q (B,H,L,D'), k (B,H,S,D'), v (B,H,S,E) -> (B,H,L,E).
 
     ``q`` and ``k`` are already projected (``score.project_query``/``project_keys``)."""
-    block = BLOCK_SIZE if block_size is None else int(block_size)
+    if block_size is None:
+        width = getattr(score, "hidden_dim", None) if score.compare_uses_parameters else None
+        per_key = q.shape[0] * q.shape[1] * q.shape[2] * 4 * (width or 1)  # bytes of one key's column
+        block = BLOCK_SIZE if not width else max(1, min(BLOCK_SIZE, ADDITIVE_BLOCK_BYTES // per_key))
+    else:
+        block = int(block_size)
     if block < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     params = _params(score, score_mod)

@@ -32,6 +32,8 @@ class Score(nn.Module):
     #: feature sizes the score expects (None: any, but query and key must agree)
     query_dim: int | None = None
     key_dim: int | None = None
+    #: whether ``compare`` itself uses learned tensors (projections do not count: they run before it)
+    compare_uses_parameters: bool = False
 
     def project_query(self, q: Tensor) -> Tensor:
         return q
@@ -114,6 +116,7 @@ class AdditiveScore(Score):
     """
 
     name = "additive"
+    compare_uses_parameters = True  # v
 
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None):
         super().__init__()
@@ -143,6 +146,7 @@ class CosineScore(Score):
     """
 
     name = "cosine"
+    compare_uses_parameters = True  # the sharpness beta
 
     def __init__(self, initial_sharpness: float = 5.0, eps: float = 1e-8):
         super().__init__()
