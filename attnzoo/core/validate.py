@@ -151,7 +151,8 @@ def check_positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")
     if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be positive and finite, got {value}")
+        finite = " and finite" if isinstance(value, float) else ""
+        raise ValueError(f"{name} must be positive{finite}, got {value}")
 
 
 def check_token_ids(name: str, ids: object, vocab: int, legend: str = "(B, S)") -> None:
