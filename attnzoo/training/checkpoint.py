@@ -42,6 +42,11 @@ TASK_COMMANDS = {"g2p": ("eval", "pronounce", "show"), "lm": ("eval", "generate"
                  "translate": ("eval", "translate", "show")}
 
 
+def a(word: object) -> str:
+    """The article before a task name: "a g2p run", "an lm run"."""
+    return "an" if str(word) == "lm" or str(word)[:1] in tuple("aeiou") else "a"
+
+
 def _retrain(task: object) -> str:
     return f"`attnzoo train {task} --out DIR`" if task in TASK_COMMANDS else "`attnzoo train TASK --out DIR`"
 
@@ -124,6 +129,7 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
                           f"again or retrain with {_retrain(task)}") from e
     _check_version(ckpt_path, ckpt, task)
     if "task" in ckpt and task is not None and ckpt["task"] != task:
-        raise RunDirError(f"{run_dir} mixes two runs: config.json is a {task!r} run but checkpoint.pt holds a "
-                          f"{ckpt['task']!r} model; copy both files from the same run directory")
+        raise RunDirError(f"{str(run_dir)!r} mixes files of two runs: config.json is {a(task)} {task!r} run but "
+                          f"checkpoint.pt holds {a(ckpt['task'])} {ckpt['task']!r} model; copy both files from the "
+                          "same run directory")
     return config, ckpt
