@@ -138,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(args) -> int:
-    from .registry import mechanisms
+    from .registry import FAMILIES, mechanisms
 
+    if args.family is not None:
+        V.check_choice("family", args.family, FAMILIES)
     infos = mechanisms(args.family)
     if not infos:
         raise ValueError(f"no mechanism in family {args.family!r}")
@@ -229,6 +231,8 @@ def _run_dir(args, model: str, attention: str) -> Path:
 
 def cmd_train(args) -> int:
     V.check_choice("task", args.task, TASKS)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out!r} is an existing file; name a new or existing directory")
     return {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify,
             "translate": _train_translate}[args.task](args)
 
