@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .core import validate as V
 from .data import MissingDataError
-from .training.checkpoint import TASK_COMMANDS, RunDirError, a
+from .training.checkpoint import TASK_COMMANDS, RunDirError, article
 
 
 class UsageError(ValueError):
@@ -220,8 +220,8 @@ def open_run(run_dir: str, command: str) -> str:
     if command not in TASK_COMMANDS[task]:
         fits = " or ".join(t for t, cmds in TASK_COMMANDS.items() if command in cmds)
         takes = ", ".join(f"`attnzoo {c} DIR`" for c in TASK_COMMANDS[task])
-        raise RunDirError(f"{run_dir} is {a(task)} {task} run; `attnzoo {command}` needs {a(fits)} {fits} run "
-                          f"({a(task)} {task} run takes {takes})")
+        raise RunDirError(f"{run_dir} is {article(task)} {task} run; `attnzoo {command}` needs "
+                          f"{article(fits)} {fits} run ({article(task)} {task} run takes {takes})")
     return task
 
 

@@ -42,7 +42,7 @@ TASK_COMMANDS = {"g2p": ("eval", "pronounce", "show"), "lm": ("eval", "generate"
                  "translate": ("eval", "translate", "show")}
 
 
-def a(word: object) -> str:
+def article(word: object) -> str:
     """The article before a task name: "a g2p run", "an lm run"."""
     return "an" if str(word) == "lm" or str(word)[:1] in tuple("aeiou") else "a"
 
@@ -129,7 +129,8 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
                           f"again or retrain with {_retrain(task)}") from e
     _check_version(ckpt_path, ckpt, task)
     if "task" in ckpt and task is not None and ckpt["task"] != task:
-        raise RunDirError(f"{str(run_dir)!r} mixes files of two runs: config.json is {a(task)} {task!r} run but "
-                          f"checkpoint.pt holds {a(ckpt['task'])} {ckpt['task']!r} model; copy both files from the "
+        other = ckpt["task"]
+        raise RunDirError(f"{str(run_dir)!r} mixes files of two runs: config.json is {article(task)} {task!r} run "
+                          f"but checkpoint.pt holds {article(other)} {other!r} model; copy both files from the "
                           "same run directory")
     return config, ckpt
