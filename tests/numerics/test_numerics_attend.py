@@ -172,7 +172,8 @@ def test_zero_keys_give_a_zero_output(backend, normalize, device, dtype):
     if not can_run(backend, "scaled_dot", normalize=normalize):
         return
     q = torch.randn(2, 2, 3, 4).to(device=device, dtype=dtype)
-    k, v = torch.randn(2, 2, 0, 4).to(device=device, dtype=dtype), torch.randn(2, 2, 0, 5).to(device=device, dtype=dtype)
+    k = torch.randn(2, 2, 0, 4).to(device=device, dtype=dtype)
+    v = torch.randn(2, 2, 0, 5).to(device=device, dtype=dtype)
     need = backend == "eager"
     out, w, leaves = call(q, k, v, backend, "scaled_dot", normalize=normalize, need_weights=need)
     assert out.shape == (2, 2, 3, 5) and torch.equal(out, torch.zeros_like(out))

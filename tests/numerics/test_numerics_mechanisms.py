@@ -210,12 +210,8 @@ def test_parallel_zero_length(info, options, device, dtype, need_weights):
         out = run.outputs[0]
         assert torch.equal(out, m.o_proj.bias.expand_as(out)), out
         if need_weights:
-            assert run.weights[0].shape == (B, HEADS_OF(m), 3, 0)
+            assert run.weights[0].shape == (B, m.num_heads, 3, 0)
         assert_all_finite(run)
-
-
-def HEADS_OF(m):
-    return m.num_heads
 
 
 @pytest.mark.parametrize("device,dtype", DTYPES)
