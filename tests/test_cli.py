@@ -28,7 +28,7 @@ def test_list_prints_every_content_mechanism(capsys):
     (["train", "g2p", "--attention", "additiv"], "did you mean 'additive'"),
     (["train", "g2p", "--attention", "mha"], "does not fit a step-wise decoder"),
     (["train", "g2p", "--minutes", "-1"], "minutes must be positive"),
-    (["train", "g2p", "--batch-size", "0"], "batch_size must be positive"),
+    (["train", "g2p", "--batch-size", "0"], "--batch-size must be positive"),
     (["train", "g2p", "--set", "decoder_dims=3"], "did you mean 'decoder_dim'"),
     (["train", "g2p", "--split", "rand"], "unknown split"),
     (["eval", "/nonexistent/run"], "does not exist"),
@@ -47,7 +47,7 @@ def test_unreadable_run_directory(tmp_path, capsys):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert main(["pronounce", str(tmp_path), "hello"]) == 2
     err = capsys.readouterr().err
-    assert "cannot be read as an attnzoo checkpoint" in err and "Traceback" not in err
+    assert "cannot be read: it is not a PyTorch checkpoint" in err and "Traceback" not in err
     (tmp_path / "config.json").write_text(json.dumps({"format_version": 99, "task": "g2p"}))
     assert main(["eval", str(tmp_path)]) == 2
 

@@ -20,6 +20,17 @@ from torch import Tensor
 from . import validate as V
 
 
+def _check_kv(k: Tensor, v: Tensor) -> None:
+    """k (B, G, L, D) and v (B, G, L, E): shapes only, no reduction."""
+    V.check_tensor("k", k)
+    V.check_tensor("v", v)
+    V.check_rank("k", k, (4,), "(B, G, L, D)")
+    V.check_rank("v", v, (4,), "(B, G, L, E)")
+    if k.shape[:3] != v.shape[:3]:
+        raise ValueError(f"k {V.fmt_shape(k.shape)} and v {V.fmt_shape(v.shape)} must agree in (B, G, L); "
+                         "pass the keys and values of the same positions")
+
+
 class KVCache:
     def __init__(self) -> None:
         self._k: Tensor | None = None  # (B, G, capacity, D)
@@ -43,7 +54,11 @@ class KVCache:
         if self.static:
             raise ValueError("this KVCache holds a cross-attention memory; use a separate KVCache per layer "
                              "and per self-/cross-attention")
+        _check_kv(k, v)
         L = k.shape[-2]
+        if self._k is not None and (k.dtype != self._k.dtype or k.device != self._k.device):
+            raise TypeError(f"k has dtype {k.dtype} on {k.device} but the cached keys have dtype {self._k.dtype} "
+                            f"on {self._k.device}; keep one dtype and device per cache (or start a new KVCache)")
         if self._k is None:
             cap = max(16, L)
             self._k = k.new_empty(*k.shape[:2], cap, k.shape[-1])
@@ -64,10 +79,12 @@ class KVCache:
 
     def store(self, k: Tensor, v: Tensor) -> None:
         """Hold a cross-attention memory (B, G, S, D/E) for reuse by later calls."""
+        _check_kv(k, v)
         self._k, self._v, self.length, self.static = k, v, k.shape[-2], True
 
     def index_select_(self, index: Tensor) -> "KVCache":
         """Reorder or repeat the batch rows in place (beam search)."""
+        V.check_tensor("index", index)
         if self._k is not None:
             self._k = self._k.index_select(0, index)
             self._v = self._v.index_select(0, index)

@@ -51,6 +51,9 @@ class _Sparsemax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor) -> Tensor:
+        if z.shape[-1] == 0:  # no keys: nothing to project (and no support to index)
+            ctx.save_for_backward(z)
+            return z.clone()
         z_sorted, _ = torch.sort(z, dim=-1, descending=True)
         cumsum = z_sorted.cumsum(dim=-1)
         k = torch.arange(1, z.shape[-1] + 1, device=z.device, dtype=z.dtype)

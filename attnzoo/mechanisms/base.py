@@ -18,6 +18,11 @@ Dq query size, Dk key size, Dv value size.
   ``nn.MultiheadAttention``'s ``key_padding_mask``).
 * returns ``context`` (B, Dv) or (B, T, Dv), ``weights`` (B, S) or (B, T, S),
   and the next :class:`AttentionState`.
+
+Edge cases have a defined result: a row whose keys are all masked gets zero
+weights and a zero context (never NaN), and so does an empty source (S = 0:
+weights of shape (B, 0)). Weights are float32 (float64 for float64 inputs),
+whatever the dtype of the keys.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.attend import attend
@@ -158,6 +157,8 @@ class LocationAwareAttention(StepAttention):
     def location_features(self, state: AttentionState) -> Tensor:
         """U (F * a_{t-1}): (B, S) previous weights -> (B, S, A)."""
         pk = state.projected_keys
+        if pk.shape[1] == 0:  # no source positions (S = 0): no features (the convolution needs S >= 1)
+            return pk.new_zeros(pk.shape[0], 0, self.score.hidden_dim)
         maps = [state.weights] + ([state.cumulative] if self.cumulative else [])
         f = self.location_conv(torch.stack(maps, 1).to(pk.dtype))  # (B, 1 or 2, S) -> (B, C, S)
         return self.location_proj(f.transpose(1, 2))  # (B, S, A)
@@ -390,7 +391,7 @@ class MonotonicAttention(StepAttention):
         B, S = keys.shape[:2]
         dtype = _stat_dtype(keys)
         a0 = torch.zeros(B, S, dtype=dtype, device=keys.device)
-        a0[:, 0] = 1.0  # delta at the first position
+        a0[:, :1] = 1.0  # delta at the first position (none when S = 0)
         return AttentionState(projected_keys=self.key_proj(keys), weights=a0,
                               position=torch.zeros(B, dtype=torch.long, device=keys.device))
 
@@ -435,10 +436,9 @@ class MonotonicAttention(StepAttention):
             S = p.shape[-1]
             s = torch.arange(S, device=p.device)
             stops = (p > 0.5) & (s >= state.position[:, None])  # (B, S) candidates at or after t_{i-1}
-            found = stops.any(-1)  # (B,)
-            first = torch.where(found, stops.float().argmax(-1), torch.full_like(state.position, S))  # (B,)
-            weights = F.one_hot(first.clamp(max=S - 1), S).to(p.dtype) * found[:, None]  # (B, S)
-            position = torch.where(found, first, torch.full_like(first, S))
+            first = (stops.cumsum(-1) == 0).sum(-1)  # (B,) index of the first stop; S if none (also for S = 0)
+            weights = (s[None, :] == first[:, None]).to(p.dtype)  # (B, S) one-hot, or zero when no stop
+            position = first
         else:
             weights = self.expected_alignment(p, state.weights)  # (B, S)
             position = state.position

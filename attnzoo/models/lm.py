@@ -72,9 +72,20 @@ class DecoderLM(nn.Module):
     def forward(self, tokens: Tensor, caches: list[KVCache] | None = None,
                 need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
         """tokens (B, T) -> logits (B, T, V) and, if asked, per-layer (B, H, T, S) weights."""
+        V.check_tensor("tokens", tokens)
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape (B, T), got {V.fmt_shape(tokens.shape)}")
         offset = 0 if caches is None else len(caches[0])
+        context = self.config.context
+        if offset + tokens.shape[1] > context:
+            room = context - offset
+            fix = (f"pass at most the last {room} (tokens[:, -{room}:])" if room > 0
+                   else "start new KVCaches (the cached ones are full)")
+            cached = f" after {offset} cached positions" if offset else ""
+            raise ValueError(f"tokens of shape {V.fmt_shape(tokens.shape)}{cached} exceed the model's context of "
+                             f"{context} positions; {fix}, or use generate(), which slides the window")
+        if offset == 0:  # once per sequence: later cached steps feed back the model's own samples
+            V.check_token_ids("tokens", tokens, self.config.vocab, "(B, T)")
         x = self.embed(tokens)  # (B, T, dim)
         if self.pos is not None:
             x = self.pos(x, offset)
@@ -98,6 +109,7 @@ class DecoderLM(nn.Module):
         """prompt (B, T0) -> (B, T0 + max_new_tokens); temperature 0 is greedy."""
         if prompt.dim() != 2 or prompt.shape[1] < 1:
             raise ValueError(f"prompt must have shape (B, T0) with T0 >= 1, got {V.fmt_shape(prompt.shape)}")
+        V.check_token_ids("prompt", prompt, self.config.vocab, "(B, T0)")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if top_p is not None and not 0 < top_p <= 1:

@@ -44,10 +44,14 @@ from ..mechanisms.base import AttentionState
 from ..registry import create as create_attention
 
 
-def check_source(src: Tensor, src_lengths: Tensor) -> None:
-    """Once per batch, for every encoder-decoder: src (B, S) ids, src_lengths (B,) in [1, S]."""
+def check_source(src: Tensor, src_lengths: Tensor, vocab: int | None = None) -> None:
+    """Once per batch, for every encoder-decoder: src (B, S) ids in [0, vocab), src_lengths (B,) in [1, S]."""
+    V.check_tensor("src", src)
     if src.dim() != 2:
         raise ValueError(f"src must have shape (B, S) of token ids, got {V.fmt_shape(src.shape)}")
+    if vocab is not None:
+        V.check_token_ids("src", src, vocab)
+    V.check_tensor("src_lengths", src_lengths)
     if src_lengths.shape != (src.shape[0],):
         raise ValueError(f"src_lengths must have shape (B,) = ({src.shape[0]},), "
                          f"got {V.fmt_shape(src_lengths.shape)}")
@@ -147,8 +151,8 @@ class RNNSeq2Seq(nn.Module):
     # ------------------------------------------------------------------ encoder
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
         """src (B, S) token ids, src_lengths (B,) -> memory and the decoder's first state."""
-        check_source(src, src_lengths)
         c = self.config
+        check_source(src, src_lengths, c.src_vocab)
         B, S = src.shape
         emb = self.drop(self.src_embed(src))  # (B, S, E)
         packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -223,6 +227,7 @@ class RNNSeq2Seq(nn.Module):
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher-forced pass: -> logits (B, T, V), attention weights (B, T, S)."""
+        V.check_token_ids("tgt_in", tgt_in, self.config.tgt_vocab, "(B, T)")
         memory, state = self.encode(src, src_lengths)
         return self.decode_teacher_forced(tgt_in, state, memory)
 

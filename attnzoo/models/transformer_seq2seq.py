@@ -116,8 +116,13 @@ class TransformerSeq2Seq(nn.Module):
 
     # ------------------------------------------------------------------ encoder
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, TransformerState]:
-        check_source(src, src_lengths)
+        c = self.config
+        check_source(src, src_lengths, c.src_vocab)
         S = src.shape[1]
+        if self.pos is not None and S > c.max_len:
+            raise ValueError(f"src of shape {V.fmt_shape(src.shape)} is longer than max_len={c.max_len}, the "
+                             f"positions this model was built with; shorten the input to {c.max_len} tokens "
+                             f"or build the model with max_len >= {S}")
         mask = torch.arange(S, device=src.device)[None, :] < src_lengths[:, None].to(src.device)  # (B, S)
         x = self._embed(self.src_embed, src)
         for block in self.encoder:
@@ -166,6 +171,7 @@ class TransformerSeq2Seq(nn.Module):
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        V.check_token_ids("tgt_in", tgt_in, self.config.tgt_vocab, "(B, T)")
         memory, _ = self.encode(src, src_lengths)
         return self._decode(tgt_in, memory, None, need_weights)
 

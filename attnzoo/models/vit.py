@@ -65,6 +65,10 @@ class ViT(nn.Module):
     def forward(self, images: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
         """images (B, C, H, W) -> logits (B, classes), per-layer (B, heads, N+1, N+1) weights if asked."""
         c = self.config
+        V.check_tensor("images", images)
+        if not torch.is_floating_point(images):
+            raise TypeError(f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype}; "
+                            "pass images.float() / 255 for 8-bit pixels")
         if images.dim() != 4 or images.shape[1:] != (c.channels, c.image_size, c.image_size):
             raise ValueError(f"images must have shape (B, {c.channels}, {c.image_size}, {c.image_size}), "
                              f"got {V.fmt_shape(images.shape)}")

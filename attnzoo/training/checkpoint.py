@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +38,99 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, lambda f: f.write(data))
 
 
+TASK_COMMANDS = {"g2p": ("eval", "pronounce", "show"), "lm": ("eval", "generate"), "classify": ("eval",),
+                 "translate": ("eval", "translate", "show")}
+
+
+def article(word: object) -> str:
+    """The article before a task name: "a g2p run", "an lm run"."""
+    return "an" if str(word) == "lm" or str(word)[:1] in tuple("aeiou") else "a"
+
+
+def _retrain(task: object) -> str:
+    return f"`attnzoo train {task} --out DIR`" if task in TASK_COMMANDS else "`attnzoo train TASK --out DIR`"
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """Why torch.load(weights_only=True) failed, in words, from the file's first bytes and its zip structure."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"it cannot be opened ({e.strerror or e})"
+    if size == 0:
+        return "it is empty (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return f"it is truncated ({size:,} bytes, its end is missing: an interrupted copy?)"
+        if isinstance(error, pickle.UnpicklingError):
+            return ("it holds Python objects other than tensors, numbers and strings, which attnzoo refuses to "
+                    "load (torch.load(weights_only=True) never runs code from a file): it was not written by attnzoo")
+        return f"it is corrupted ({type(error).__name__})"
+    if head[:1] == b"\x80":
+        return "it is a plain pickle or a legacy torch file, not a checkpoint written by attnzoo"
+    return "it is not a PyTorch checkpoint (random or corrupted bytes, or another kind of file)"
+
+
+def _check_version(path: Path, obj: object, task: object) -> None:
+    if not isinstance(obj, dict) or "format_version" not in obj:
+        if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            what = "a bare state_dict (names -> tensors)"
+        elif isinstance(obj, dict):
+            what = "a dict without attnzoo's keys"
+        else:
+            what = f"a {type(obj).__name__}"
+        raise RunDirError(f"{path} is not an attnzoo file (no format_version; it holds {what}); attnzoo reads the "
+                          f"run directories that {_retrain(task)} writes")
+    version = obj["format_version"]
+    if version != FORMAT_VERSION:
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            fix = "upgrade attnzoo (pip install -U attnzoo) to read it"
+        else:
+            fix = f"retrain with this version: {_retrain(task)}"
+        raise RunDirError(f"{path} has format version {version!r}, this attnzoo reads version {FORMAT_VERSION}; "
+                          f"{fix}")
+
+
 def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
-    """(config, checkpoint) of a run directory, or a RunDirError that says what is wrong."""
+    """(config, checkpoint) of a run directory, or a RunDirError whose one line says what is wrong and the fix.
+
+    The checkpoint is read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and
+    dicts only; a file carrying other Python objects (which could run code) is refused, never executed.
+    """
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise RunDirError(f"{str(run_dir)!r} is a file, not a run directory; pass the directory that holds "
+                          "config.json and checkpoint.pt (the --out of `attnzoo train`)")
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {str(run_dir)!r} does not exist; "
                           "train one with `attnzoo train g2p --out DIR`")
     cfg_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
-    for p in (cfg_path, ckpt_path):
-        if not p.is_file():
-            raise RunDirError(f"{str(run_dir)!r} is not a finished attnzoo run: {p.name} is missing")
+    if not cfg_path.is_file():
+        raise RunDirError(f"{str(run_dir)!r} is not a finished attnzoo run: config.json is missing; pass the "
+                          "directory that `attnzoo train --out DIR` wrote")
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise RunDirError(f"{cfg_path} is not readable JSON ({e})") from None
+        raise RunDirError(f"{cfg_path} is not readable JSON ({str(e).splitlines()[0][:120]}); copy it again "
+                          "from the original run directory, or retrain") from e
+    task = config.get("task") if isinstance(config, dict) else None
+    _check_version(cfg_path, config, task)
+    if not ckpt_path.is_file():
+        raise RunDirError(f"{str(run_dir)!r} is not a finished attnzoo run: checkpoint.pt is missing (training "
+                          f"stopped before its first evaluation?); retrain with {_retrain(task)}")
     try:
-        ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated, corrupted, or pickled code that weights_only refuses
-        raise RunDirError(f"{ckpt_path} cannot be read as an attnzoo checkpoint "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    for name, obj in (("config.json", config), ("checkpoint.pt", ckpt)):
-        if not isinstance(obj, dict) or "format_version" not in obj:
-            raise RunDirError(f"{run_dir / name} is not an attnzoo file (no format_version)")
-        if obj["format_version"] != FORMAT_VERSION:
-            raise RunDirError(f"{run_dir / name} has format version {obj['format_version']}, this attnzoo "
-                              f"reads version {FORMAT_VERSION}; retrain with this version")
+        with warnings.catch_warnings():  # torch's note on an unknown pickle protocol: the error below says it all
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, corrupted, foreign, or pickled code that weights_only refuses
+        raise RunDirError(f"{ckpt_path} cannot be read: {_why_unreadable(ckpt_path, e)}; copy the run directory "
+                          f"again or retrain with {_retrain(task)}") from e
+    _check_version(ckpt_path, ckpt, task)
+    if "task" in ckpt and task is not None and ckpt["task"] != task:
+        other = ckpt["task"]
+        raise RunDirError(f"{str(run_dir)!r} mixes files of two runs: config.json is {article(task)} {task!r} run "
+                          f"but checkpoint.pt holds {article(other)} {other!r} model; copy both files from the "
+                          "same run directory")
     return config, ckpt

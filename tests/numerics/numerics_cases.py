@@ -1,0 +1,192 @@
+"""Shared builders for the numerics tests: every registered mechanism, tiny shapes, any dtype/device.
+
+Step-wise mechanisms (content, location) are run for a few decoder steps with
+the explicit state; whole-sequence mechanisms (self-attention, multi-head) as
+self- and cross-attention. Every input is a leaf with ``requires_grad`` so the
+tests can check every gradient.
+
+Shape legend: B batch, S source length, T decoder steps, L sequence length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+import attnzoo
+from attnzoo.registry import MechanismInfo
+
+B, DQ, DK, DV, HIDDEN = 2, 6, 5, 4, 7
+DIM, HEADS = 8, 2
+
+#: constructor options that keep the tiny shapes meaningful (a window or filter smaller than S)
+OPTIONS = {
+    "location": dict(max_length=16),
+    "location_aware": dict(channels=3, kernel_size=3, cumulative=True),
+    "local_m": dict(window=2),
+    "local_p": dict(window=2),
+    "monotonic": dict(noise_std=0.0),  # train() mode: the differentiable expected alignment
+}
+#: extra variants worth running through the same checks
+VARIANTS = {
+    "additive": [dict(normalize="sparsemax")],
+    "location_aware": [dict(cumulative=False)],
+    "monotonic": [dict(hard=True)],  # the decoding path (one-hot stops)
+}
+
+#: mechanisms whose weights are a distribution over the allowed keys (sum to one; one key -> weight 1).
+#: The others follow an unnormalised equation: gmm (a soft window), local_p (window softmax times a
+#: Gaussian), monotonic (the probability of stopping at each key, which may sum to less than one).
+NORMALISED = {"dot", "scaled_dot", "general", "additive", "cosine", "location", "location_aware", "local_m",
+              "self", "mha", "gqa", "mqa"}
+UNNORMALISED = {"gmm", "local_p", "monotonic"}
+#: mechanisms whose weights depend on the keys only through a content score, so equal keys give
+#: uniform weights over the allowed keys (local_m: over the allowed keys inside its window)
+UNIFORM_ON_EQUAL_KEYS = {"dot", "scaled_dot", "general", "additive", "cosine", "self", "mha", "gqa", "mqa",
+                         "local_m"}
+
+CPU_DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+
+
+def dtype_cases() -> list:
+    """(device, dtype) pairs: float32/float64/bfloat16 on CPU, float16 (and bfloat16) on CUDA if present."""
+    cases = [pytest.param("cpu", d, id=f"cpu-{str(d)[6:]}") for d in CPU_DTYPES]
+    if torch.cuda.is_available():
+        cases += [pytest.param("cuda", d, id=f"cuda-{str(d)[6:]}") for d in (torch.float16, torch.float32)]
+    return cases
+
+
+def weights_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Weights are returned in float32 (float64 inputs keep float64)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def variants(step_wise: bool | None = None) -> list:
+    """pytest params (info, options) for every registered mechanism and its extra variants."""
+    out = []
+    for info in attnzoo.mechanisms():
+        if step_wise is not None and info.step_wise != step_wise:
+            continue
+        base = OPTIONS.get(info.name, {})
+        out.append(pytest.param(info, base, id=info.name))
+        for i, extra in enumerate(VARIANTS.get(info.name, [])):
+            tag = "-".join(f"{k}={v}" for k, v in extra.items())
+            out.append(pytest.param(info, {**base, **extra}, id=f"{info.name}-{tag}"))
+    return out
+
+
+def build(info: MechanismInfo, options: dict, dtype=torch.float32, device="cpu"):
+    torch.manual_seed(0)
+    if info.step_wise:
+        try:
+            m = attnzoo.create(info.name, query_dim=DQ, key_dim=DK, value_dim=DV, hidden_dim=HIDDEN, **options)
+        except ValueError as e:  # dot, scaled_dot, cosine compare query and key directly
+            if "must equal key_dim" not in str(e):
+                raise
+            m = attnzoo.create(info.name, query_dim=DK, key_dim=DK, value_dim=DV, hidden_dim=HIDDEN, **options)
+        m.train(info.name == "monotonic")  # monotonic: expected alignment in train(); others: eval
+    else:
+        m = attnzoo.create(info.name, dim=DIM, num_heads=HEADS, **options).eval()
+    return m.to(device=device, dtype=dtype)
+
+
+def leaf(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().clone().requires_grad_(x.is_floating_point())
+
+
+@dataclass
+class Run:
+    """What one run produced: outputs (contexts), weights, inputs (leaves) and the module."""
+
+    outputs: list[torch.Tensor]
+    weights: list[torch.Tensor]
+    inputs: dict[str, torch.Tensor]
+    module: torch.nn.Module
+    states: list = field(default_factory=list)
+
+    def backward(self) -> None:
+        g = torch.Generator().manual_seed(7)
+        loss = 0
+        for o in self.outputs + self.weights:
+            if o.numel():
+                loss = loss + (o.float() * torch.randn(o.shape, generator=g).to(o.device)).sum()
+        if torch.is_tensor(loss) and loss.requires_grad:
+            loss.backward()
+
+    def grads(self) -> dict[str, torch.Tensor]:
+        out = {f"input {k}": v.grad for k, v in self.inputs.items() if v.grad is not None}
+        out.update({f"param {k}": p.grad for k, p in self.module.named_parameters() if p.grad is not None})
+        return out
+
+
+def step_memory(S: int, dtype, device="cpu", key_scale=1.0, equal_keys=False, mask=None, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    keys = torch.randn(B, S, DK, generator=g, dtype=torch.float64)
+    if equal_keys:
+        keys = keys[:, :1].expand(B, S, DK).clone()
+    values = torch.randn(B, S, DV, generator=g, dtype=torch.float64)
+    if mask is None:
+        mask = torch.ones(B, S, dtype=torch.bool)
+        if S > 2:
+            mask[1, S - 2:] = False  # the second sequence is 2 shorter
+    keys = (keys * key_scale).to(device=device, dtype=dtype)
+    return keys, values.to(device=device, dtype=dtype), mask.to(device)
+
+
+def run_step_wise(m, S: int, dtype, device="cpu", T=3, query_scale=1.0, key_scale=1.0, equal_keys=False,
+                  mask=None) -> Run:
+    keys, values, mask = step_memory(S, dtype, device, key_scale, equal_keys, mask)
+    g = torch.Generator().manual_seed(2)
+    qs = (torch.randn(T, B, m.query_dim, generator=g, dtype=torch.float64) * query_scale).to(device=device, dtype=dtype)
+    inputs = {"keys": leaf(keys), "values": leaf(values), "queries": leaf(qs)}
+    state = m.initial_state(inputs["keys"], inputs["values"], mask)
+    outs, ws, states = [], [], [state]
+    for t in range(T):
+        ctx, w, state = m(inputs["queries"][t], inputs["keys"], inputs["values"], mask, state)
+        outs.append(ctx)
+        ws.append(w)
+        states.append(state)
+    run = Run(outs, ws, inputs, m, states)
+    run.mask = mask
+    return run
+
+
+def run_parallel(m, L: int, dtype, device="cpu", x_scale=1.0, equal_keys=False, key_mask=None, cross_S=None,
+                 need_weights=True) -> Run:
+    """Self-attention over x (B, L, DIM), or cross-attention onto a (B, cross_S, DIM) memory."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(B, L, DIM, generator=g, dtype=torch.float64)
+    S = L if cross_S is None else cross_S
+    mem = torch.randn(B, S, DIM, generator=g, dtype=torch.float64)
+    if equal_keys:
+        x = x[:, :1].expand(B, L, DIM).clone() if cross_S is None else x
+        mem = mem[:, :1].expand(B, S, DIM).clone()
+    inputs = {"x": leaf((x * x_scale).to(device=device, dtype=dtype))}
+    kw = dict(key_mask=None if key_mask is None else key_mask.to(device), need_weights=need_weights)
+    if cross_S is not None:
+        inputs["memory"] = leaf((mem * x_scale).to(device=device, dtype=dtype))
+        out = m(inputs["x"], key=inputs["memory"], value=inputs["memory"], **kw)
+    else:
+        out = m(inputs["x"], **kw)
+    return Run([out.output], [] if out.weights is None else [out.weights], inputs, m)
+
+
+def assert_finite(named: dict[str, torch.Tensor], what: str) -> None:
+    for name, t in named.items():
+        assert torch.isfinite(t).all(), f"{what}: {name} has NaN/Inf: {t}"
+
+
+def assert_all_finite(run: Run) -> None:
+    assert_finite({f"output {i}": o for i, o in enumerate(run.outputs)}, "forward")
+    assert_finite({f"weights {i}": w for i, w in enumerate(run.weights)}, "forward")
+    run.backward()
+    grads = run.grads()
+    assert grads, "no gradient reached any input or parameter"
+    assert_finite(grads, "backward")
+
+
+def tol(dtype) -> dict:
+    return {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=1e-6, rtol=1e-5),
+            torch.bfloat16: dict(atol=2e-2, rtol=2e-2), torch.float16: dict(atol=2e-3, rtol=2e-3)}[dtype]
