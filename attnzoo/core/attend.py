@@ -227,6 +227,7 @@ def attend(
 def _eager(score, q, k, v, mask, bias, score_mod, normalize, dropout_p, need_weights,
            query_offset=0) -> AttentionOutput:
     scores = score.compare(q, k)  # (B, H, L, S)
+    scores = scores if scores.dtype == torch.float64 else scores.float()  # biases and score_mods in float32
     if bias is not None:
         scores = scores + bias
     if score_mod is not None:

@@ -87,6 +87,7 @@ class StepAttention(nn.Module):
     def check_memory(self, keys: Tensor, values: Tensor | None, key_mask: Tensor | None) -> None:
         """Once per sequence: keys (B, S, Dk), values (B, S, Dv), key_mask (B, S) bool."""
         V.check_tensor("keys", keys)
+        V.check_floating("keys", keys)
         V.check_rank("keys", keys, (3,), "(B, S, Dk)")
         if keys.shape[-1] != self.key_dim:
             raise ValueError(f"keys must have shape (B, S, {self.key_dim}) (key_dim={self.key_dim}), "
@@ -94,6 +95,7 @@ class StepAttention(nn.Module):
         B, S = keys.shape[:2]
         if values is not None:
             V.check_tensor("values", values)
+            V.check_floating("values", values)
             if values.dim() != 3 or values.shape[:2] != (B, S) or values.shape[-1] != self.value_dim:
                 raise ValueError(f"values must have shape ({B}, {S}, {self.value_dim}) (B, S, value_dim) "
                                  f"to match keys {V.fmt_shape(keys.shape)}, got {V.fmt_shape(values.shape)}")
@@ -105,7 +107,20 @@ class StepAttention(nn.Module):
                 raise ValueError(f"key_mask must have shape (B, S) = ({B}, {S}) to match keys "
                                  f"{V.fmt_shape(keys.shape)}, got {V.fmt_shape(key_mask.shape)}")
 
-    def check_query(self, query: Tensor, state: AttentionState) -> None:
+    def check_query(self, query: Tensor, state: AttentionState, key_mask: Tensor | None = None) -> None:
+        """Every step: the query's shape and dtype; the key_mask's shape (cheap: no reduction)."""
+        V.check_tensor("query", query)
+        V.check_floating("query", query)
+        if state.projected_keys is None:
+            raise ValueError(f"state has no projected keys: pass the state returned by this {type(self).__name__}'s "
+                             "initial_state(keys, values, key_mask) (or by its previous step)")
+        B, S = state.projected_keys.shape[:2]
+        if key_mask is not None and tuple(key_mask.shape) != (B, S):
+            raise ValueError(f"key_mask must have shape (B, S) = ({B}, {S}), as given to initial_state, "
+                             f"got {V.fmt_shape(key_mask.shape)}")
+        if query.dtype != state.projected_keys.dtype and not torch.is_autocast_enabled(query.device.type):
+            raise TypeError(f"query has dtype {query.dtype} but the state's keys have {state.projected_keys.dtype}; "
+                            f"cast one of them (e.g. query.to({state.projected_keys.dtype}))")
         if query.dim() not in (2, 3) or query.shape[-1] != self.query_dim \
                 or query.shape[0] != state.projected_keys.shape[0]:
             B = state.projected_keys.shape[0]

@@ -176,7 +176,7 @@ def write_lm_report(out: Path, model: DecoderLM, vocab: CharVocab, test_text: st
     from ..viz.heatmap import head_grid_png_bytes
     from ..viz.report import write_report
 
-    sample_text = test_text[:48]
+    sample_text = test_text[:min(48, model.config.context)]  # one window: the model sees at most `context`
     ids = torch.tensor([vocab.encode(sample_text)], dtype=torch.long, device=device)
     with torch.no_grad(), autocast(model, None):
         _, weights = model(ids, need_weights=True)

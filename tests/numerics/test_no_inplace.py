@@ -118,11 +118,12 @@ def case_attend():
     mask[0, 0, 0] = False
     bias = torch.randn(2, 1, 3, 5)
     bias[1, 0, 1, :2] = float("-inf")
-    for backend in ("eager", "sdpa", "chunked", "auto"):
+    for backend in ("eager", "sdpa", "chunked", "tiled", "auto"):
         for score in ("scaled_dot", "dot", AdditiveScore(4, 4, 5), GeneralScore(4, 4), CosineScore()):
             if backend == "sdpa" and isinstance(score, AdditiveScore):
                 continue
-            kw = dict(score=score, mask=mask, bias=bias, score_mod=P.alibi(2), is_causal=True, backend=backend)
+            kw = dict(score=score, mask=mask, bias=bias, score_mod=P.alibi(2), is_causal=True, backend=backend,
+                      need_weights=backend == "tiled")
             out = check(f"attend[{backend}]", attend, q, k, v, **kw).output
             out.sum().backward()  # the backward must not write into the inputs either
             check(f"attend[{backend}] 3-D", attend, q[:, 0], k[:, 0], v[:, 0], score=score, mask=mask[:, 0],
@@ -139,6 +140,20 @@ def case_attend():
     out.sum().backward()
     for t, c, ver in before:
         assert t._version == ver and torch.equal(t.detach(), c)
+
+
+def case_capture():
+    """Recording under attnzoo.capture() reads the weights; the layer's inputs stay the caller's."""
+    x = torch.randn(2, 5, DIM, requires_grad=True)
+    key_mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    m = attnzoo.MultiHeadAttention(DIM, 4, 2)
+    with attnzoo.capture(m) as maps:
+        out = check("capture(MultiHeadAttention)", m, x, key_mask=key_mask).output
+        out.sum().backward()
+        check("capture(attend)", attend, *qkv(grad=True), need_weights=False)
+    recorded = [w.clone() for name in maps for w in maps[name]]
+    maps.last("attend")
+    assert all(torch.equal(a, b) for a, b in zip(recorded, [w for name in maps for w in maps[name]]))
 
 
 def case_masks():
@@ -309,6 +324,8 @@ def case_location_helpers():
 #: public name -> the case that exercises it (a case may cover several names)
 CASES = {
     "attnzoo.core.attend.attend": case_attend,
+    "attnzoo.core.capture.capture": case_capture, "attnzoo.core.capture.Capture.last": case_capture,
+    "attnzoo.core.capture.Capture.record": case_capture,
     **{f"attnzoo.core.masks.{n}": case_masks for n in ("padding_mask", "causal", "sliding_window", "padding",
                                                        "and_masks", "or_masks", "not_mask", "create_mask")},
     "attnzoo.core.normalize.softmax": case_normalizers, "attnzoo.core.normalize.sparsemax": case_normalizers,
@@ -350,6 +367,7 @@ EXEMPT = {
     "attnzoo.core.kv_cache.KVCache": "appended to by design (the documented exception)",
     "attnzoo.core.attend.AttentionOutput": "a result container",
     "attnzoo.core.attend.choose_backend": "takes names and sizes, no tensors",
+    "attnzoo.core.capture.Capture.items": "reads the recorded maps, takes no tensor",
     "attnzoo.registry.create": "builds a module from sizes", "attnzoo.registry.mechanisms": "lists names",
     "attnzoo.registry.MechanismInfo": "registry metadata",
     "attnzoo.core.masks.causal_mask": "takes sizes", "attnzoo.core.masks.sliding_window_mask": "takes sizes",
