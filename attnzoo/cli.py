@@ -10,6 +10,7 @@
     attnzoo train classify --model vit             Fashion-MNIST (Debian dataset-fashion-mnist)
     attnzoo train translate [--attention NAME]     Spanish -> English Bible verses (Debian sword-text-*)
     attnzoo translate DIR "SENTENCE"...            Spanish -> English
+    attnzoo bench [--quick] [--case NAME]          attnzoo against its peers: time, GFLOP/s, peak memory
 
 Errors in what was asked (an unknown command, task, name or option, a bad
 value, an unreadable or foreign run directory, a missing data package) print
@@ -134,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("word", metavar="TEXT")
     sh.add_argument("--out", help="PNG path (default: RUN_DIR/alignment-WORD.png)")
     sh.add_argument("--beam", type=int, default=5)
+
+    be = sub.add_parser("bench", help="time and measure attnzoo against its peers (nn.MultiheadAttention, SDPA, "
+                        "x-transformers, naive additive, full recomputation)")
+    be.add_argument("--quick", action="store_true", help="small sizes only (seconds)")
+    be.add_argument("--case", action="append", help="run only this case (repeatable): mha-train, mha-infer, "
+                    "weights-infer, weights-train, additive, alibi, decode")
+    be.add_argument("--device", default="cpu", help="cpu | cuda")
+    be.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    be.add_argument("--reps", type=int, default=5, help="timed repetitions per contender (median reported)")
+    be.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    be.add_argument("--out", help="write the results as JSON here")
     return p
 
 
@@ -427,7 +439,13 @@ def cmd_show(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "pronounce": cmd_pronounce, "show": cmd_show,
+def cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.cli(args)
+
+
+COMMANDS = {"bench": cmd_bench, "list": cmd_list, "train": cmd_train, "eval": cmd_eval, "pronounce": cmd_pronounce, "show": cmd_show,
             "generate": cmd_generate, "translate": cmd_translate}
 
 

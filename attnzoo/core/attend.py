@@ -23,7 +23,8 @@ Backends
            are the only L x S tensor made, forward or backward. Softmax only,
            no dropout.
 ``auto``   the fastest backend valid for the call: ``sdpa`` when it can run
-           it; with ``need_weights=True``, ``tiled`` for all but tiny calls;
+           it (but ``chunked`` when sdpa would need a materialised ``score_mod``
+           bias larger than ``CHUNKED_AUTO_BYTES``); with ``need_weights=True``, ``tiled`` for all but tiny calls;
            else ``chunked`` when the score's L x S work (times the additive
            score's hidden size) would exceed ``CHUNKED_AUTO_BYTES``; else ``eager``.
 
@@ -47,15 +48,15 @@ from torch import Tensor
 from . import validate as V
 from . import capture as _capture
 from .chunked import chunked_attention
-from .tiled import _score_width, tiled_attention
+from .tiled import tiled_attention
 from .masks import causal_mask, index_grid
 from .normalize import NORMALIZERS
 from .scores import Score, resolve_score
 
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 BACKENDS = ("auto", "eager", "sdpa", "chunked", "tiled")
-#: backend="auto" switches from eager to chunked when the (B, H, L, S) float32 scores (times the additive
-#: score's hidden size, which eager holds too) would exceed this
+#: backend="auto" switches from eager to chunked when the (B, H, L, S) float32 scores would exceed this
+#: (the additive score's (B, H, L, S, A) sum never reaches memory: it is computed in tiles, see core/additive.py)
 CHUNKED_AUTO_BYTES = 256 * 2 ** 20
 #: with need_weights=True, backend="auto" takes the tiled path from this many (query, key) pairs on
 TILED_AUTO_PAIRS = 2 ** 16
@@ -114,14 +115,19 @@ def choose_backend(backend: str, score: Score, normalize: str, need_weights: boo
     V.check_choice("backend", backend, BACKENDS)
     reason = sdpa_unsupported_reason(score, normalize, need_weights, score_mod)
     if backend == "auto":
-        if reason is None:
-            return "sdpa"
         pairs = 0 if grid is None else grid[0] * grid[1] * grid[2] * grid[3]
+        if reason is None:
+            # sdpa would take a score_mod as a materialised (B, H, L, S) bias: past the size limit the
+            # chunked backend computes it block by block instead
+            if score_mod is not None and 4 * pairs > CHUNKED_AUTO_BYTES and \
+                    chunked_unsupported_reason(normalize, need_weights, dropout_p) is None:
+                return "chunked"
+            return "sdpa"
         if need_weights:
             if pairs >= TILED_AUTO_PAIRS and tiled_unsupported_reason(normalize, dropout_p) is None:
                 return "tiled"
             return "eager"
-        big = 4 * pairs * _score_width(score) > CHUNKED_AUTO_BYTES
+        big = 4 * pairs > CHUNKED_AUTO_BYTES
         if big and chunked_unsupported_reason(normalize, need_weights, dropout_p) is None:
             return "chunked"
         return "eager"

@@ -110,17 +110,23 @@ class GeneralScore(Score):
 class AdditiveScore(Score):
     """score(q, k) = v^T tanh(W q + U k + b)   (Bahdanau 2015, "concat" in Luong 2015).
 
-    U k + b is computed once per source sequence. The comparison broadcasts a
-    (.., L, 1, A) + (.., 1, S, A) sum, the (B, H, L, S, A) tensor that makes
-    additive attention expensive; in a step-wise decoder L = 1.
+    U k + b is computed once per source sequence. The plain comparison
+    broadcasts a (.., L, 1, A) + (.., 1, S, A) sum, the (B, H, L, S, A) tensor
+    that makes additive attention expensive (in a step-wise decoder L = 1 and it
+    is small). Past ``BLOCKWISE_ELEMENTS`` elements that tensor is never made:
+    :func:`attnzoo.core.additive.additive_scores` computes the scores tile by
+    tile and recomputes the tiles in backward. ``blockwise`` forces one way
+    (``False``: the plain expression, the reference; ``True``: the tiles).
     """
 
     name = "additive"
     compare_uses_parameters = True  # v
 
-    def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None):
+    def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None,
+                 blockwise: bool | None = None):
         super().__init__()
         hidden_dim = hidden_dim or query_dim
+        self.blockwise = blockwise
         self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
         self.query_proj = nn.Linear(query_dim, hidden_dim, bias=False)  # W
         self.key_proj = nn.Linear(key_dim, hidden_dim, bias=True)  # U, b
@@ -133,6 +139,12 @@ class AdditiveScore(Score):
         return self.key_proj(k)  # (B, H, S, A)
 
     def compare(self, q, k):
+        from .additive import BLOCKWISE_ELEMENTS, additive_scores
+
+        lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+        size = math.prod(lead) * q.shape[-2] * k.shape[-2] * q.shape[-1]  # of the (B, H, L, S, A) sum
+        if self.blockwise or (self.blockwise is None and size >= BLOCKWISE_ELEMENTS):
+            return additive_scores(q, k, self.energy.weight[0])  # (B, H, L, S), no (.., A) tensor
         hidden = torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3))  # (B, H, L, S, A)
         return self.energy(hidden).squeeze(-1)  # (B, H, L, S)
 

@@ -128,13 +128,6 @@ def test_auto_returns_weights_through_tiled_for_large_calls_and_eager_for_small(
         choose_backend("tiled", score, "sparsemax", True, None)
 
 
-def test_auto_runs_large_additive_scores_blockwise():
-    """Eager would hold a (B, H, L, S, A) tensor: auto takes the chunked path once that is large."""
-    big = AdditiveScore(8, 8, 256)
-    assert choose_backend("auto", big, "softmax", False, None, grid=(4, 1, 512, 512)) == "chunked"
-    assert choose_backend("auto", big, "softmax", False, None, grid=(4, 1, 1, 30)) == "eager"
-
-
 def test_tiled_stores_no_score_matrix_beyond_the_weights():
     """Saved for backward: inputs and the returned weights only (no softmax input, no scores)."""
     q, k, v = (torch.randn(1, 2, 256, 16, requires_grad=True) for _ in range(3))
