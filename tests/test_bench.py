@@ -12,7 +12,7 @@ def test_quick_case_writes_times_ratios_and_memory(tmp_path):
     results = json.loads(out.read_text())
     assert results["machine"]["threads"] == 1 and results["quick"] is True
     (row,) = results["cases"]
-    ours, peer = row["contenders"]["attnzoo KV-cached generate"], row["contenders"]["full recomputation per token"]
+    ours, peer = row["contenders"]["attnzoo KV-cached decoding"], row["contenders"]["full recomputation per token"]
     assert len(ours["times_s"]) == 2 and ours["median_s"] > 0
     assert abs(peer["speed_ratio"] - peer["median_s"] / ours["median_s"]) < 1e-12
     assert ours["peak_bytes"] is not None and peer["peak_bytes"] is not None
