@@ -82,19 +82,33 @@ class _Spec:
         self.causal, self.query_offset, self.block, self.n_params = causal, query_offset, block, n_params
 
 
-def _block_scores(spec: _Spec, q: Tensor, k_blk: Tensor, bias_blk: Tensor | None, j0: int, S: int) -> Tensor:
-    """Masked float32 scores of queries q against keys j0:j0+b -> (B, H, L, b); blocked keys -inf."""
-    s = spec.score.compare(q, k_blk)  # (B, H, L, b)
+def _from_row(x: Tensor | None, r0: int) -> Tensor | None:
+    """Query rows r0: of a tensor broadcastable to (..., L, S) (a size-1 row dim broadcasts as is)."""
+    if x is None or r0 == 0 or x.dim() < 2 or x.shape[-2] == 1:
+        return x
+    return x[..., r0:, :]
+
+
+def _first_row(spec: "_Spec", j0: int) -> int:
+    """With causal masking, queries before this row see no key of the block starting at j0: skip them."""
+    return max(0, j0 - spec.query_offset) if spec.causal else 0
+
+
+def _block_scores(spec: _Spec, q: Tensor, k_blk: Tensor, bias_blk: Tensor | None, j0: int, S: int,
+                  r0: int = 0) -> Tensor:
+    """Masked float32 scores of queries r0: (q holds those rows) against keys j0:j0+b -> (B, H, L - r0, b);
+    blocked keys -inf."""
+    s = spec.score.compare(q, k_blk)  # (B, H, L - r0, b)
     s = s if s.dtype == torch.float64 else s.float()
     if bias_blk is not None:
         s = s + bias_blk
     B, H, L, b = s.shape
-    q_idx = torch.arange(L, device=s.device).view(1, 1, L, 1) + spec.query_offset
+    q_idx = torch.arange(r0, r0 + L, device=s.device).view(1, 1, L, 1) + spec.query_offset
     kv_idx = torch.arange(j0, j0 + b, device=s.device).view(1, 1, 1, b)
     if spec.score_mod is not None:
         s = spec.score_mod(s, torch.arange(B, device=s.device).view(B, 1, 1, 1),
                            torch.arange(H, device=s.device).view(1, H, 1, 1), q_idx, kv_idx)
-    allowed = _slice(spec.mask, j0, j0 + b, S)
+    allowed = _from_row(_slice(spec.mask, j0, j0 + b, S), r0)
     if spec.causal:
         c = kv_idx <= q_idx  # (1, 1, L, b)
         allowed = c if allowed is None else allowed & c
@@ -115,14 +129,19 @@ class _ChunkedAttention(torch.autograd.Function):
         with torch.no_grad():
             for j0 in range(0, S, spec.block):
                 j1 = min(j0 + spec.block, S)
-                s = _block_scores(spec, q, k[:, :, j0:j1], _slice(bias, j0, j1, S), j0, S)  # (B, H, L, b)
-                m_new = torch.maximum(m, s.amax(-1))
+                r0 = _first_row(spec, j0)  # causal: rows before r0 see none of these keys
+                if r0 >= L:
+                    break
+                s = _block_scores(spec, q[:, :, r0:], k[:, :, j0:j1], _from_row(_slice(bias, j0, j1, S), r0),
+                                  j0, S, r0)  # (B, H, L - r0, b)
+                m_old = m[:, :, r0:]
+                m_new = torch.maximum(m_old, s.amax(-1))
                 m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # rows with no key yet
                 p = torch.exp(s - m_safe[..., None])  # blocked keys: e^-inf = 0
-                correction = torch.exp(m - m_safe)
-                l = l * correction + p.sum(-1)
-                acc = acc * correction[..., None] + p.to(v.dtype) @ v[:, :, j0:j1]
-                m = m_new
+                correction = torch.exp(m_old - m_safe)
+                l[:, :, r0:] = l[:, :, r0:] * correction + p.sum(-1)
+                acc[:, :, r0:] = acc[:, :, r0:] * correction[..., None] + p.to(v.dtype) @ v[:, :, j0:j1]
+                m[:, :, r0:] = m_new
         has_key = l > 0  # a fully masked row gets zero output
         out = torch.where(has_key[..., None], acc / l.clamp_min(torch.finfo(stat).tiny)[..., None],
                           torch.zeros_like(acc)).to(v.dtype)
@@ -150,29 +169,36 @@ class _ChunkedAttention(torch.autograd.Function):
         if bias is not None and ctx.needs_input_grad[3]:
             dbias = torch.zeros_like(bias, dtype=stat)  # bias's own (broadcastable) shape
         dparams = [torch.zeros_like(p) for p in params]
+        L = q.shape[-2]
+        dout_stat = dout.to(stat)
         for j0 in range(0, S, spec.block):
             j1 = min(j0 + spec.block, S)
+            r0 = _first_row(spec, j0)  # causal: rows before r0 got nothing from these keys
+            if r0 >= L:
+                break
             device, enabled, dtype = ctx.autocast
             with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):  # as in forward
-                qd = q.detach().requires_grad_()
+                qd = q[:, :, r0:].detach().requires_grad_()
                 kd = k[:, :, j0:j1].detach().requires_grad_()
-                bd = _slice(bias, j0, j1, S)
+                bd = _from_row(_slice(bias, j0, j1, S), r0)
                 bd = None if bd is None else bd.detach().requires_grad_(dbias is not None)
-                s = _block_scores(spec, qd, kd, bd, j0, S)  # (B, H, L, b), recomputed
-            p = torch.exp(s.detach() - lse[..., None])  # (B, H, L, b)
+                s = _block_scores(spec, qd, kd, bd, j0, S, r0)  # (B, H, L - r0, b), recomputed
+            p = torch.exp(s.detach() - lse[:, :, r0:, None])  # (B, H, L - r0, b)
             v_blk = v[:, :, j0:j1]
-            dv[:, :, j0:j1] += p.transpose(-1, -2) @ dout.to(stat)  # (B, H, b, E)
-            dp = dout.to(stat) @ v_blk.to(stat).transpose(-1, -2)  # (B, H, L, b)
-            ds = p * (dp - delta[..., None])
+            do = dout_stat[:, :, r0:]
+            dv[:, :, j0:j1] += p.transpose(-1, -2) @ do  # (B, H, b, E)
+            dp = do @ v_blk.to(stat).transpose(-1, -2)  # (B, H, L - r0, b)
+            ds = p * (dp - delta[:, :, r0:, None])
             wrt = [qd, kd] + ([bd] if dbias is not None else []) + list(params)
             grads = torch.autograd.grad(s, wrt, grad_outputs=ds.to(s.dtype), allow_unused=True)
-            dq += grads[0] if grads[0] is not None else 0
+            if grads[0] is not None:
+                dq[:, :, r0:] += grads[0]
             if grads[1] is not None:
                 dk[:, :, j0:j1] += grads[1]
             rest = grads[2:]
             if dbias is not None:
                 if rest[0] is not None:  # autograd already summed it to the block's own shape
-                    _slice(dbias, j0, j1, S).add_(rest[0])
+                    _from_row(_slice(dbias, j0, j1, S), r0).add_(rest[0])
                 rest = rest[1:]
             for acc, g in zip(dparams, rest):
                 if g is not None:

@@ -175,3 +175,15 @@ def test_autocast_bfloat16_matches_eager_within_bf16_tolerance():
         c.float().sum().backward()
     torch.testing.assert_close(c.float(), e.float(), rtol=3e-2, atol=3e-2)
     assert torch.isfinite(qc.grad).all()
+
+
+@pytest.mark.parametrize("L_q", [3, 11])
+def test_causal_blocks_skip_rows_yet_bias_mask_and_score_mod_gradients_match(L_q):
+    """Causal calls skip the query rows a key block cannot reach; every gradient must still be exact."""
+    q, k, v = inputs(L=L_q)
+    bias = torch.randn(B, H, L_q, S, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(B, 1, L_q, S, generator=torch.Generator().manual_seed(5)) < 0.8
+    (eo, eg), (co, cg) = run_both(q, k, v, 4, bias=bias, mask=mask, score_mod=ALiBi(H), is_causal=True)
+    torch.testing.assert_close(co, eo)
+    for a, b in zip(eg[:4], cg[:4]):
+        torch.testing.assert_close(b, a)
