@@ -1,20 +1,44 @@
 """A small training loop: a budget in minutes or epochs, periodic evaluation,
-the best weights kept, a progress bar, and no lost work on Ctrl-C.
+the best weights kept, a progress bar, and no lost work on Ctrl-C, SIGTERM or kill -9.
 
 The learning rate follows the budget: a short linear warm-up, then a cosine
 decay to ``final_lr_fraction`` of the peak at the end of the budget (measured
 in seconds for ``minutes``, in steps for ``epochs``), so a 5-minute and a
 60-minute run both end annealed.
+
+Runs that survive: every ``checkpoint_every_minutes``, when training stops and
+at the end, ``on_checkpoint(state)`` receives the whole training state (weights,
+optimizer, step, epoch and position in it, budget seconds used, evaluation
+records, the best weights, the torch/CUDA/Python/NumPy random states), made of
+tensors, numbers, strings, lists and dicts only so that
+``torch.load(weights_only=True)`` reads it back. ``fit(..., resume=state)``
+continues from it: ``batches(epoch)`` must give the same batches for the same
+epoch (derive the order from a seed and the epoch, as every task does), and the
+batches of the current epoch already trained are drawn and skipped, so the
+data order, the learning-rate schedule (a function of the step or of the budget
+seconds used) and the dropout draws are those of an uninterrupted run.
+
+Stopping: the first Ctrl-C (SIGINT) or a SIGTERM stops the loop at the next step
+boundary; the state is saved at once, then the model is evaluated and the
+caller reports as usual (``TrainResult.stopped_by`` names the signal). A second
+Ctrl-C raises ``KeyboardInterrupt`` at once (an interrupt inside a step leaves
+the last saved state as it was: that step may be half applied).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import os
+import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -41,8 +65,71 @@ class TrainResult:
     records: list[dict] = field(default_factory=list)  # one per evaluation (metrics.jsonl)
     best: dict | None = None  # the best evaluation record
     steps: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # budget seconds used, those of the runs it was resumed from included
     interrupted: bool = False
+    stopped_by: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped training
+    resumed_from: int | None = None  # the step a resumed run started from
+
+
+#: the training state's own version (inside the file's format_version): bumped when its keys change meaning
+STATE_VERSION = 1
+#: test-only fault injection: "STEP:SIGNAL" makes the process send itself SIGNAL (KILL, TERM, INT) once
+#: step STEP is done, at a step boundary, so a test can kill a run at a known point
+FAULT_ENV = "ATTNZOO_TEST_SIGNAL_AT_STEP"
+
+
+def rng_state() -> dict:
+    """Every random generator training draws from, as tensors and lists (weights_only=True loads them)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {"torch": torch.get_rng_state(),
+            "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() and torch.cuda.is_initialized()
+            else [],
+            "python": [version, list(internal), gauss],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def _fault_injection() -> tuple[int, int] | None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    step, name = spec.split(":")
+    return int(step), getattr(signal, "SIG" + name.upper().removeprefix("SIG"))
+
+
+class _StopSignals:
+    """While training: the first SIGINT or a SIGTERM asks the loop to stop at the next step boundary."""
+
+    def __init__(self):
+        self.stop: str | None = None
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.stop is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.stop = signal.Signals(signum).name
+        log.warning("%s: stopping at the end of this step, then saving and evaluating%s", self.stop,
+                    " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def autocast(model: nn.Module, dtype: torch.dtype | None):
@@ -72,14 +159,18 @@ class Trainer:
     ``evaluate(model) -> dict`` runs every ``eval_every_minutes`` and at the end;
     ``primary`` names its key to select the best weights by (``lower_is_better``
     by default). ``on_record(record, is_best)`` is called after each evaluation
-    (to write metrics.jsonl and a checkpoint).
+    (to write metrics.jsonl and a checkpoint). ``on_checkpoint(state)`` is called
+    with the training state every ``checkpoint_every_minutes`` (or
+    ``checkpoint_every_steps``, for tests), when training stops and at the end.
     """
 
     def __init__(self, model: nn.Module, *, lr: float, budget: Budget, evaluate: Callable[[nn.Module], dict],
                  primary: str, higher_is_better: bool = False, eval_every_minutes: float = 1.0,
                  grad_clip: float = 1.0, warmup_fraction: float = 0.03, final_lr_fraction: float = 0.05,
                  weight_decay: float = 0.0, on_record: Callable[[dict, bool], Any] | None = None,
-                 progress: bool | None = None, unit: str = "items", autocast_dtype: torch.dtype | None = None):
+                 progress: bool | None = None, unit: str = "items", autocast_dtype: torch.dtype | None = None,
+                 on_checkpoint: Callable[[dict], Any] | None = None, checkpoint_every_minutes: float = 5.0,
+                 checkpoint_every_steps: int | None = None):
         self.model, self.budget, self.evaluate = model, budget, evaluate
         self.primary, self.higher_is_better = primary, higher_is_better
         self.eval_every = eval_every_minutes * 60
@@ -90,6 +181,9 @@ class Trainer:
         self.progress = progress
         self.unit = unit
         self.autocast_dtype = autocast_dtype
+        self.on_checkpoint = on_checkpoint
+        self.checkpoint_every = checkpoint_every_minutes * 60
+        self.checkpoint_every_steps = checkpoint_every_steps
 
     def lr_at(self, fraction: float) -> float:
         f = min(max(fraction, 0.0), 1.0)
@@ -99,22 +193,65 @@ class Trainer:
         return self.peak_lr * (self.final + (1 - self.final) * cos)
 
     def fit(self, batches: Callable[[int], Iterable], steps_per_epoch: int,
-            loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, int]]) -> TrainResult:
+            loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, int]], resume: dict | None = None) -> TrainResult:
+        """Train within the budget; ``resume``: a state that ``on_checkpoint`` received, to continue from."""
         budget_s = None if self.budget.minutes is None else self.budget.minutes * 60
         total_steps = None if self.budget.epochs is None else max(1, int(self.budget.epochs * steps_per_epoch))
         result = TrainResult()
         best_state = None
-        start = last_eval = time.monotonic()
-        eval_seconds = 0.0
+        step, epoch, epoch_step = 0, 0, 0  # epoch_step: batches of `epoch` already trained
+        elapsed0 = since_eval = since_ckpt = 0.0
         loss_sum, loss_n, items = 0.0, 0, 0
-        bar = tqdm(total=total_steps or int(budget_s), unit="step" if total_steps else "s", disable=self.progress is False
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            step, epoch, epoch_step = resume["step"], resume["epoch"], resume["epoch_step"]
+            elapsed0, since_eval = resume["elapsed"], resume["since_eval"]
+            loss_sum, loss_n = resume["loss_sum"], resume["loss_n"]
+            result.records = list(resume["records"])
+            result.best = resume["best_record"]
+            best_state = resume["best"]
+            result.resumed_from = step
+            set_rng_state(resume["rng"])
+            if resume["finished"]:  # training had ended (killed while testing or reporting): nothing to train
+                result.steps, result.train_seconds = step, elapsed0
+                self.model.load_state_dict(best_state if best_state is not None else resume["model"])
+                return result
+            log.info("resuming at step %d (epoch %d, batch %d of it, %.0f s of the budget used)", step, epoch,
+                     epoch_step, elapsed0)
+        start = time.monotonic() - elapsed0
+        last_eval, last_ckpt = time.monotonic() - since_eval, time.monotonic() - since_ckpt
+        last_ckpt_step = step
+        eval_seconds = 0.0
+        fault = _fault_injection()
+        bar = tqdm(total=total_steps or int(budget_s), initial=step if total_steps else int(elapsed0),
+                   unit="step" if total_steps else "s", disable=self.progress is False
                    if self.progress is not None else None, dynamic_ncols=True, leave=True)
-        step, epoch, done = 0, 0, False
+        done = False
+        consistent = True  # False inside a step: its update may be half applied
 
         def fraction() -> float:
             if total_steps is not None:
                 return step / total_steps
             return (time.monotonic() - start) / budget_s
+
+        def budget_spent() -> bool:
+            return (total_steps is not None and step >= total_steps) or \
+                (budget_s is not None and time.monotonic() - start >= budget_s)
+
+        def state(finished: bool) -> dict:
+            now = time.monotonic()
+            return {"state_version": STATE_VERSION, "step": step, "epoch": epoch, "epoch_step": epoch_step,
+                    "steps_per_epoch": steps_per_epoch, "elapsed": now - start, "since_eval": now - last_eval,
+                    "loss_sum": loss_sum, "loss_n": loss_n, "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(), "best": best_state, "best_record": result.best,
+                    "records": list(result.records), "rng": rng_state(), "finished": finished}
+
+        def checkpoint(finished: bool = False) -> None:
+            nonlocal last_ckpt, last_ckpt_step
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(state(finished))
+            last_ckpt, last_ckpt_step = time.monotonic(), step
 
         def run_eval(final: bool) -> None:
             nonlocal best_state, last_eval, loss_sum, loss_n, eval_seconds
@@ -142,49 +279,80 @@ class Trainer:
 
         self.model.train()
         tick = time.monotonic()
-        try:
-            while not done:
-                for batch in batches(epoch):
-                    for g in self.optimizer.param_groups:
-                        g["lr"] = self.lr_at(fraction())
-                    with autocast(self.model, self.autocast_dtype):
-                        loss, n_items = loss_fn(self.model, batch)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
-                                                 "lower --lr or check the data")
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if self.grad_clip:
-                        nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-                    self.optimizer.step()
-                    step += 1
-                    loss_sum += loss.item()
-                    loss_n += 1
-                    items += n_items
-                    now = time.monotonic()
-                    elapsed = now - start
-                    if total_steps is not None:
-                        bar.update(1)
-                    elif int(elapsed) > bar.n:  # the bar counts budget seconds
-                        bar.update(int(elapsed) - bar.n)
-                    if step % 10 == 0:
-                        rate = items / max(now - tick - 0.0, 1e-9)
-                        bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}", rate=f"{rate:.0f} {self.unit}/s",
-                                        epoch=f"{step / steps_per_epoch:.2f}", refresh=False)
-                    if (total_steps is not None and step >= total_steps) or \
-                            (budget_s is not None and elapsed >= budget_s):
-                        done = True
-                        break
-                    if now - last_eval >= self.eval_every:
-                        run_eval(final=False)
-                epoch += 1
-        except KeyboardInterrupt:
-            result.interrupted = True
-            log.warning("interrupted at step %d: evaluating and saving what was trained so far", step)
-        bar.close()
-        result.steps = step
+        with _StopSignals() as signals:
+            try:
+                done = budget_spent()  # a run resumed after its last step but before its final evaluation
+                while not done:
+                    # the same batches as an uninterrupted run: those of this epoch already trained are skipped
+                    for batch in itertools.islice(batches(epoch), epoch_step, None):
+                        consistent = False
+                        for g in self.optimizer.param_groups:
+                            g["lr"] = self.lr_at(fraction())
+                        with autocast(self.model, self.autocast_dtype):
+                            loss, n_items = loss_fn(self.model, batch)
+                        if not torch.isfinite(loss):
+                            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
+                                                     "lower --lr or check the data")
+                        self.optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if self.grad_clip:
+                            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                        self.optimizer.step()
+                        step += 1
+                        epoch_step += 1
+                        loss_sum += loss.item()
+                        loss_n += 1
+                        items += n_items
+                        consistent = True
+                        now = time.monotonic()
+                        elapsed = now - start
+                        if total_steps is not None:
+                            bar.update(1)
+                        elif int(elapsed) > bar.n:  # the bar counts budget seconds
+                            bar.update(int(elapsed) - bar.n)
+                        if step % 10 == 0:
+                            rate = items / max(now - tick - 0.0, 1e-9)
+                            bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}",
+                                            rate=f"{rate:.0f} {self.unit}/s",
+                                            epoch=f"{step / steps_per_epoch:.2f}", refresh=False)
+                        if budget_spent():
+                            done = True
+                            break
+                        if signals.stop is not None:
+                            break
+                        if now - last_eval >= self.eval_every:
+                            run_eval(final=False)
+                        if (self.checkpoint_every_steps and step - last_ckpt_step >= self.checkpoint_every_steps) \
+                                or time.monotonic() - last_ckpt >= self.checkpoint_every:
+                            checkpoint()
+                        if fault is not None and step == fault[0]:
+                            os.kill(os.getpid(), fault[1])
+                            for _ in range(1000):  # let the handler run (it may wake another thread first)
+                                if signals.stop is not None:
+                                    break
+                                time.sleep(0.001)
+                        if signals.stop is not None:
+                            break
+                    else:  # the epoch is over
+                        epoch, epoch_step = epoch + 1, 0
+                        continue
+                    break  # stopped by a signal, or the budget is spent
+            except KeyboardInterrupt:
+                signals.stop = "SIGINT"
+                log.warning("interrupted at step %d: evaluating and saving what was trained so far", step)
+            if signals.stop is not None:
+                result.interrupted, result.stopped_by = True, signals.stop
+            bar.close()
+            result.steps = step
+            if consistent:
+                checkpoint()  # at once: a kill during the final evaluation loses no training
+            else:
+                log.warning("interrupted inside step %d: the training state saved last is kept", step + 1)
+        # from here on Ctrl-C and SIGTERM act as usual: the state above is safe, a resumed run starts here
         result.train_seconds = time.monotonic() - start
         run_eval(final=True)
+        if consistent:
+            checkpoint(finished=not result.interrupted)
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return result
