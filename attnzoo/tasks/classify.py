@@ -22,7 +22,8 @@ from ..core import validate as V
 from ..data.fashion_mnist import CLASSES, load_split
 from ..models.vit import ViT, ViTConfig
 from ..training.checkpoint import load_run
-from ..training.run import RunDirectory, TrainOptions, check_options, kv_heads_for, load_task_run, resolve_device
+from ..training.run import (RunDirectory, TrainOptions, check_options, kv_heads_for, load_task_run, resolve_device,
+                             run_metrics, trainer_options)
 from ..training.trainer import Budget, Trainer, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def accuracy(model: ViT, images: torch.Tensor, labels: torch.Tensor, device, bat
 
 
 def train(cfg: ClassifyConfig, out_dir: str | Path, attention: str | None = None,
-          model_overrides: dict | None = None, progress: bool | None = None) -> dict:
+          model_overrides: dict | None = None, progress: bool | None = None,
+          resume: dict | None = None) -> dict:
     attention = attention or "mha"
     check_model(attention, model_overrides)
     device = resolve_device(cfg.device)
@@ -92,9 +94,10 @@ def train(cfg: ClassifyConfig, out_dir: str | Path, attention: str | None = None
     summary = {"train_images": len(data.train_labels), "dev_images": len(data.dev_labels),
                "test_images": len(data.test_labels)}
     run = RunDirectory(out_dir, {"task": TASK, "model": cfg.model, "attention": attention,
-                                 "task_config": asdict(cfg), "model_config": model.config.to_dict(),
+                                 "model_overrides": model_overrides or {}, "task_config": asdict(cfg),
+                                 "model_config": model.config.to_dict(),
                                  "data": summary, "params": model.num_parameters()},
-                       state=lambda: {"model": model.state_dict()})
+                       state=lambda: {"model": model.state_dict()}, resume=resume)
 
     n = len(data.train_labels)
     steps_per_epoch = max(1, n // cfg.batch_size)
@@ -116,8 +119,8 @@ def train(cfg: ClassifyConfig, out_dir: str | Path, attention: str | None = None
                       evaluate=lambda m: {"dev_accuracy": accuracy(m, data.dev_images, data.dev_labels, device)},
                       primary="dev_accuracy", higher_is_better=True, eval_every_minutes=cfg.eval_every_minutes,
                       on_record=run.on_record, progress=progress, unit="images", weight_decay=0.05,
-                      autocast_dtype=resolve_precision(cfg.precision, device))
-    result = trainer.fit(batches, steps_per_epoch, loss_fn)
+                      autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
+    result = trainer.fit(batches, steps_per_epoch, loss_fn, resume=resume)
     run.save(result.best)
     dev = accuracy(model, data.dev_images, data.dev_labels, device)
     test = accuracy(model, data.test_images, data.test_labels, device)
@@ -127,7 +130,7 @@ def train(cfg: ClassifyConfig, out_dir: str | Path, attention: str | None = None
                "dev": {"accuracy": dev, "images": len(data.dev_labels)},
                "test": {"accuracy": test, "images": len(data.test_labels)},
                "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
-               "interrupted": result.interrupted}
+               **run_metrics(result)}
     run.write_metrics(metrics)
     write_classify_report(run.path, model, data, metrics, run.config, result.records, device)
     return metrics

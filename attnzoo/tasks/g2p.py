@@ -31,7 +31,8 @@ from ..data.vocab import Vocab
 from ..models.decoding import decode
 from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, rebuild_seq2seq
 from ..training.checkpoint import load_run
-from ..training.run import RunDirectory, Seq2SeqOptions, load_task_run, resolve_device
+from ..training.run import (RunDirectory, Seq2SeqOptions, load_task_run, resolve_device,
+                             run_metrics, trainer_options)
 from ..training.metrics import g2p_scores
 from ..training.trainer import Budget, Trainer, resolve_precision
 
@@ -128,8 +129,11 @@ def build_model(model: str, letters: Vocab, phonemes: Vocab, attention: str, ove
 
 
 def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
-          model_overrides: dict | None = None, progress: bool | None = None) -> dict:
-    """Train, evaluate on dev and test, write the run directory; returns metrics.json's content."""
+          model_overrides: dict | None = None, progress: bool | None = None, resume: dict | None = None) -> dict:
+    """Train, evaluate on dev and test, write the run directory; returns metrics.json's content.
+
+    ``resume``: the training state of the run in ``out_dir`` to continue
+    (:func:`~attnzoo.training.checkpoint.load_train_state`); ``cfg`` and the model must be the run's."""
     attention = attention or DEFAULT_ATTENTION[cfg.model]
     check_model(cfg.model, attention, model_overrides)  # fail before loading data
     device = resolve_device(cfg.device)
@@ -146,10 +150,12 @@ def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
     g2p = G2PModel(model, letters, phonemes, device)
     dev_sample = dict(list(split.dev.items())[: cfg.dev_eval_words])
     run = RunDirectory(out_dir, {
-        "task": TASK, "model": cfg.model, "attention": attention, "task_config": asdict(cfg),
-        "model_config": model.config.to_dict(), "data": split.summary(), "params": model.num_parameters(),
+        "task": TASK, "model": cfg.model, "attention": attention, "model_overrides": model_overrides or {},
+        "task_config": asdict(cfg), "model_config": model.config.to_dict(), "data": split.summary(),
+        "params": model.num_parameters(),
     }, state=lambda: {"model": model.state_dict(),
-                      "vocabs": {"letters": letters.to_list(), "phonemes": phonemes.to_list()}})
+                      "vocabs": {"letters": letters.to_list(), "phonemes": phonemes.to_list()}},
+        resume=resume)
     out = run.path
 
     def evaluate(_model) -> dict:
@@ -164,11 +170,11 @@ def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
     trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=evaluate,
                       primary="dev_wer", eval_every_minutes=cfg.eval_every_minutes, grad_clip=cfg.grad_clip,
                       on_record=run.on_record, progress=progress, unit="words",
-                      autocast_dtype=resolve_precision(cfg.precision, device))
+                      autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
     steps_per_epoch = num_batches(len(pairs), cfg.batch_size)
     result = trainer.fit(
         lambda epoch: bucketed_batches(pairs, cfg.batch_size, seed=cfg.seed, epoch=epoch, pad_id=letters.pad_id),
-        steps_per_epoch, loss_fn)
+        steps_per_epoch, loss_fn, resume=resume)
     run.save(result.best)  # the best weights (already loaded back into the model)
 
     t_dec = time.monotonic()
@@ -182,7 +188,7 @@ def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
         "dev": dev, "test": test,
         "split": cfg.split, "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
         "beam_size": cfg.beam_size, "decode_seconds": round(decode_seconds, 1),
-        "interrupted": result.interrupted,
+        **run_metrics(result),
     }
     run.write_metrics(metrics)
     write_g2p_report(out, g2p, split.test, metrics, run.config, result.records, cfg)

@@ -25,7 +25,8 @@ from ..data.charvocab import CharVocab
 from ..data.shakespeare import make_split
 from ..models.lm import DecoderLM, LMConfig, bits_per_character
 from ..training.checkpoint import load_run
-from ..training.run import RunDirectory, TrainOptions, check_options, kv_heads_for, load_task_run, resolve_device
+from ..training.run import (RunDirectory, TrainOptions, check_options, kv_heads_for, load_task_run, resolve_device,
+                             run_metrics, trainer_options)
 from ..training.trainer import Budget, Trainer, autocast, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def evaluate_bpc(model: DecoderLM, ids: torch.Tensor, device, batch_size: int = 
 
 
 def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, model_overrides: dict | None = None,
-          progress: bool | None = None) -> dict:
+          progress: bool | None = None, resume: dict | None = None) -> dict:
     attention = attention or "mha"
     check_model(attention, model_overrides)
     device = resolve_device(cfg.device)
@@ -100,9 +101,11 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
                     "vocab": len(vocab), **{f"{k}_plays": v for k, v in split.plays.items()}}
     log.info("data: %s", data_summary)
     run = RunDirectory(out_dir, {"task": TASK, "model": cfg.model, "attention": attention,
-                                 "task_config": asdict(cfg), "model_config": model.config.to_dict(),
+                                 "model_overrides": model_overrides or {}, "task_config": asdict(cfg),
+                                 "model_config": model.config.to_dict(),
                                  "data": data_summary, "params": model.num_parameters()},
-                       state=lambda: {"model": model.state_dict(), "vocab": vocab.to_list()})
+                       state=lambda: {"model": model.state_dict(), "vocab": vocab.to_list()},
+                       resume=resume)
 
     steps_per_epoch = max(1, len(train_ids) // (cfg.batch_size * context))
 
@@ -120,8 +123,8 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
     trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=lambda m: {
         "dev_bpc": evaluate_bpc(m, dev_sample, device)}, primary="dev_bpc", eval_every_minutes=cfg.eval_every_minutes,
         on_record=run.on_record, progress=progress, unit="chars", weight_decay=0.1,
-        autocast_dtype=resolve_precision(cfg.precision, device))
-    result = trainer.fit(batches, steps_per_epoch, loss_fn)
+        autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
+    result = trainer.fit(batches, steps_per_epoch, loss_fn, resume=resume)
     run.save(result.best)
     dev_bpc = evaluate_bpc(model, dev_ids, device)
     test_bpc = evaluate_bpc(model, test_ids, device)
@@ -131,7 +134,7 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
                "dev": {"bpc": dev_bpc, "chars": len(dev_ids)}, "test": {"bpc": test_bpc, "chars": len(test_ids),
                                                                         "nats": test_bpc * math.log(2)},
                "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
-               "interrupted": result.interrupted}
+               **run_metrics(result)}
     run.write_metrics(metrics)
     write_lm_report(run.path, model, vocab, split.test, metrics, run.config, result.records, cfg, device)
     return metrics

@@ -32,7 +32,8 @@ from ..data.vocab import Vocab
 from ..models.decoding import decode
 from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, rebuild_seq2seq
 from ..training.checkpoint import load_run
-from ..training.run import RunDirectory, Seq2SeqOptions, load_task_run, resolve_device
+from ..training.run import (RunDirectory, Seq2SeqOptions, load_task_run, resolve_device,
+                             run_metrics, trainer_options)
 from ..training.trainer import Budget, Trainer, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -171,10 +172,11 @@ def encode_pairs(verses: list[Verse], source: Subword, target: Subword, max_piec
 
 def train(cfg: TranslateConfig, out_dir: str | Path, attention: str | None = None,
           model_overrides: dict | None = None, progress: bool | None = None,
-          verses: list[Verse] | None = None) -> dict:
+          verses: list[Verse] | None = None, resume: dict | None = None) -> dict:
     """Train, evaluate on dev and test, write the run directory; returns metrics.json's content.
 
-    ``verses`` replaces the Bible (tests pass a small corpus)."""
+    ``verses`` replaces the Bible (tests pass a small corpus); ``resume``: the training state of the run
+    in ``out_dir`` to continue (:func:`~attnzoo.training.checkpoint.load_train_state`)."""
     attention = attention or DEFAULT_ATTENTION[cfg.model]
     check_model(cfg.model, attention, model_overrides)  # fail before loading data
     device = resolve_device(cfg.device)
@@ -194,10 +196,12 @@ def train(cfg: TranslateConfig, out_dir: str | Path, attention: str | None = Non
     translator = Translator(model, source, target, device)
     dev_sample = split.dev[: cfg.dev_eval_sentences]
     run = RunDirectory(out_dir, {
-        "task": TASK, "model": cfg.model, "attention": attention, "task_config": asdict(cfg),
-        "model_config": model.config.to_dict(), "data": summary, "params": model.num_parameters(),
+        "task": TASK, "model": cfg.model, "attention": attention, "model_overrides": model_overrides or {},
+        "task_config": asdict(cfg), "model_config": model.config.to_dict(), "data": summary,
+        "params": model.num_parameters(),
     }, state=lambda: {"model": model.state_dict(),
-                      "subwords": {"source": source.to_str(), "target": target.to_str()}})
+                      "subwords": {"source": source.to_str(), "target": target.to_str()}},
+        resume=resume)
 
     def evaluate(_model) -> dict:
         s = evaluate_verses(translator, dev_sample, beam_size=1)
@@ -211,12 +215,12 @@ def train(cfg: TranslateConfig, out_dir: str | Path, attention: str | None = Non
     trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=evaluate,
                       primary="dev_bleu", higher_is_better=True, eval_every_minutes=cfg.eval_every_minutes,
                       grad_clip=cfg.grad_clip, on_record=run.on_record, progress=progress, unit="verses",
-                      autocast_dtype=resolve_precision(cfg.precision, device))
+                      autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
     steps_per_epoch = num_batches(len(pairs), cfg.batch_size)
     result = trainer.fit(
         lambda epoch: bucketed_batches(pairs, cfg.batch_size, seed=cfg.seed, epoch=epoch,
                                        pad_id=translator.src_vocab.pad_id),
-        steps_per_epoch, loss_fn)
+        steps_per_epoch, loss_fn, resume=resume)
     run.save(result.best)
 
     t_dec = time.monotonic()
@@ -228,7 +232,7 @@ def train(cfg: TranslateConfig, out_dir: str | Path, attention: str | None = Non
         "primary": {"name": "bleu", "value": test["bleu"], "higher_is_better": True},
         "dev": dev, "test": test, "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
         "beam_size": cfg.beam_size, "decode_seconds": round(time.monotonic() - t_dec, 1),
-        "interrupted": result.interrupted,
+        **run_metrics(result),
     }
     run.write_metrics(metrics)
     write_translate_report(run.path, translator, split.test, metrics, run.config, result.records, cfg)

@@ -1,7 +1,10 @@
 """Run directories and checkpoints.
 
-A run directory holds ``config.json`` and ``checkpoint.pt``, both carrying
-``format_version``. Checkpoints hold only tensors, numbers, strings, lists and
+A run directory holds ``config.json`` and ``checkpoint.pt`` (the best weights),
+both carrying ``format_version``, and ``train_state.pt``: the whole training
+state that ``attnzoo train TASK --resume DIR`` continues from (weights,
+optimizer, step, data position, random states, records; see
+:mod:`attnzoo.training.trainer`). Checkpoints hold only tensors, numbers, strings, lists and
 dicts, are written atomically (temporary file in the same directory, fsync,
 then rename: a run killed mid-write leaves the previous checkpoint intact) and
 are read with ``torch.load(weights_only=True)``, which never executes code.
@@ -93,20 +96,15 @@ def _check_version(path: Path, obj: object, task: object) -> None:
                           f"{fix}")
 
 
-def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
-    """(config, checkpoint) of a run directory, or a RunDirError whose one line says what is wrong and the fix.
-
-    The checkpoint is read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and
-    dicts only; a file carrying other Python objects (which could run code) is refused, never executed.
-    """
-    run_dir = Path(run_dir)
+def _read_config(run_dir: Path) -> dict:
+    """config.json of a run directory (checked: present, JSON, of this format version)."""
     if run_dir.is_file():
         raise RunDirError(f"{str(run_dir)!r} is a file, not a run directory; pass the directory that holds "
                           "config.json and checkpoint.pt (the --out of `attnzoo train`)")
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {str(run_dir)!r} does not exist; "
                           "train one with `attnzoo train g2p --out DIR`")
-    cfg_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
+    cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise RunDirError(f"{str(run_dir)!r} is not a finished attnzoo run: config.json is missing; pass the "
                           "directory that `attnzoo train --out DIR` wrote")
@@ -117,16 +115,62 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
                           "from the original run directory, or retrain") from e
     task = config.get("task") if isinstance(config, dict) else None
     _check_version(cfg_path, config, task)
-    if not ckpt_path.is_file():
-        raise RunDirError(f"{str(run_dir)!r} is not a finished attnzoo run: checkpoint.pt is missing (training "
-                          f"stopped before its first evaluation?); retrain with {_retrain(task)}")
+    return config
+
+
+def _load_tensors(path: Path, map_location, fix: str) -> Any:
+    """torch.load(weights_only=True), or a RunDirError that says why the file is unreadable and ``fix``."""
     try:
         with warnings.catch_warnings():  # torch's note on an unknown pickle protocol: the error below says it all
             warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
-            ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, corrupted, foreign, or pickled code that weights_only refuses
-        raise RunDirError(f"{ckpt_path} cannot be read: {_why_unreadable(ckpt_path, e)}; copy the run directory "
-                          f"again or retrain with {_retrain(task)}") from e
+        raise RunDirError(f"{path} cannot be read: {_why_unreadable(path, e)}; {fix}") from e
+
+
+TRAIN_STATE = "train_state.pt"
+
+
+def load_train_state(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """(config, training state) of a run to resume, or a RunDirError whose one line says what is wrong and the fix.
+
+    Read with ``torch.load(weights_only=True)`` like every checkpoint."""
+    run_dir = Path(run_dir)
+    config = _read_config(run_dir)
+    task = config.get("task")
+    path = run_dir / TRAIN_STATE
+    fresh = _retrain(task).replace("--out DIR", f"--out {run_dir}")
+    if not path.is_file():
+        raise RunDirError(f"{str(run_dir)!r} cannot be resumed: {TRAIN_STATE} is missing (the run was stopped "
+                          "before its first checkpoint, or written by an attnzoo without resumable runs); start "
+                          f"it again with {fresh}")
+    state = _load_tensors(path, map_location, f"the run cannot be resumed from it: copy {TRAIN_STATE} again from "
+                          f"where the run was written, or start it again with {fresh}")
+    _check_version(path, state, task)
+    if state.get("task") != task:
+        raise RunDirError(f"{str(run_dir)!r} mixes files of two runs: config.json is {article(task)} {task!r} run "
+                          f"but {TRAIN_STATE} holds {article(state.get('task'))} {state.get('task')!r} run; copy "
+                          "both files from the same run directory")
+    if not isinstance(state.get("trainer"), dict) or "step" not in state["trainer"]:
+        raise RunDirError(f"{path} holds no training state (no trainer step); it was not written by "
+                          f"`attnzoo train`: start the run again with {fresh}")
+    return config, state["trainer"]
+
+
+def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """(config, checkpoint) of a run directory, or a RunDirError whose one line says what is wrong and the fix.
+
+    The checkpoint is read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and
+    dicts only; a file carrying other Python objects (which could run code) is refused, never executed.
+    """
+    run_dir = Path(run_dir)
+    config = _read_config(run_dir)
+    task = config.get("task")
+    ckpt_path = run_dir / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        raise RunDirError(f"{str(run_dir)!r} is not a finished attnzoo run: checkpoint.pt is missing (training "
+                          f"stopped before its first evaluation?); retrain with {_retrain(task)}")
+    ckpt = _load_tensors(ckpt_path, map_location, f"copy the run directory again or retrain with {_retrain(task)}")
     _check_version(ckpt_path, ckpt, task)
     if "task" in ckpt and task is not None and ckpt["task"] != task:
         other = ckpt["task"]

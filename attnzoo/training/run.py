@@ -1,10 +1,12 @@
 """What every task's run shares: its options' common checks, and its run directory.
 
 ``TrainOptions`` holds the options every task has (seed, budget, batch size,
-learning rate, device, precision) and checks them once; tasks subclass it
-with their own fields. ``RunDirectory`` writes ``config.json``, appends to
-``metrics.jsonl``, saves ``checkpoint.pt`` (atomically) whenever an
-evaluation is the best so far, and writes ``metrics.json``.
+learning rate, device, precision, checkpoint period) and checks them once;
+tasks subclass it with their own fields. ``RunDirectory`` writes
+``config.json``, appends to ``metrics.jsonl``, saves ``checkpoint.pt``
+(atomically) whenever an evaluation is the best so far, saves the training
+state to ``train_state.pt`` when the trainer asks, and writes ``metrics.json``;
+``RunDirectory(..., resume=state)`` reopens a run to continue it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from ..config import ConfigMixin
 from ..core import validate as V
-from .checkpoint import FORMAT_VERSION, RunDirError, load_run, save_checkpoint, write_json
+from .checkpoint import FORMAT_VERSION, TRAIN_STATE, RunDirError, load_run, save_checkpoint, write_json
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -34,6 +36,8 @@ class TrainOptions(ConfigMixin):
     eval_every_minutes: float = 1.0  # dev evaluation period during training
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # training matmuls: auto (bf16 where the hardware has it) | bf16 | fp32
+    checkpoint_every_minutes: float = 5.0  # training state (train_state.pt) saved this often, on stop and at the end
+    checkpoint_every_steps: int | None = None  # and every this many steps (for tests: minutes are too coarse)
 
     default_minutes = 8.0  # class attributes a task overrides (not fields)
     default_lr = 1e-3
@@ -47,7 +51,8 @@ class TrainOptions(ConfigMixin):
             self.minutes = self.default_minutes
         if self.lr is None:
             self.lr = self.default_lr
-        for name in ("batch_size", "lr", "eval_every_minutes", "minutes", "epochs"):
+        for name in ("batch_size", "lr", "eval_every_minutes", "minutes", "epochs", "checkpoint_every_minutes",
+                     "checkpoint_every_steps"):
             if getattr(self, name) is not None:
                 V.check_positive(name, getattr(self, name))
 
@@ -75,22 +80,55 @@ class Seq2SeqOptions(TrainOptions):
 
 
 
-class RunDirectory:
-    """One run's files: config.json, metrics.jsonl, checkpoint.pt, metrics.json."""
+#: task options a resumed run may change: where it runs and how often it saves, never what it trains
+RESUME_MAY_CHANGE = ("device", "checkpoint_every_minutes", "checkpoint_every_steps")
 
-    def __init__(self, out: str | Path, config: dict, state: Callable[[], dict]):
-        """``state()`` returns what a checkpoint holds besides the config (weights, vocabularies)."""
+
+class RunDirectory:
+    """One run's files: config.json, metrics.jsonl, checkpoint.pt, train_state.pt, metrics.json."""
+
+    def __init__(self, out: str | Path, config: dict, state: Callable[[], dict], resume: dict | None = None):
+        """``state()`` returns what a checkpoint holds besides the config (weights, vocabularies).
+
+        ``resume``: the training state of the run in ``out`` to continue (from
+        :func:`~attnzoo.training.checkpoint.load_train_state`); ``config`` must then
+        describe the same run (the same model, data and options), else RunDirError."""
         self.path = Path(out)
         self.path.mkdir(parents=True, exist_ok=True)
         self.config = {"format_version": FORMAT_VERSION, **config}
         self.state = state
-        write_json(self.path / "config.json", self.config)
-        (self.path / "metrics.jsonl").write_text("")
+        if resume is None:
+            write_json(self.path / "config.json", self.config)
+            (self.path / "metrics.jsonl").write_text("")
+            (self.path / TRAIN_STATE).unlink(missing_ok=True)  # a former run's state must never be resumed
+            return
+        saved = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        now = json.loads(json.dumps(self.config))
+        for key in sorted(set(saved) | set(now)):
+            old, new = saved.get(key), now.get(key)
+            if key == "task_config" and isinstance(old, dict) and isinstance(new, dict):
+                old = {k: v for k, v in old.items() if k not in RESUME_MAY_CHANGE}
+                new = {k: v for k, v in new.items() if k not in RESUME_MAY_CHANGE}
+            if old != new:
+                what = key
+                if isinstance(old, dict) and isinstance(new, dict):
+                    what = next(f"{key}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+                    old, new = old.get(what.split(".", 1)[1]), new.get(what.split(".", 1)[1])
+                raise RunDirError(f"{self.path} cannot be resumed as asked: its {what} was {old!r} and would now be "
+                                  f"{new!r} (a resumed run keeps its model, data and options; did the data or "
+                                  "attnzoo change since it started?)")
+        self.config = saved
+        # the evaluations the saved state knows of: later ones (after its step) will be made again
+        (self.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in resume["records"]))
 
     def save(self, record: dict | None = None) -> None:
         save_checkpoint(self.path / "checkpoint.pt", {"task": self.config["task"],
                                                       "config": json.loads(json.dumps(self.config)),
                                                       "record": record or {}, **self.state()})
+
+    def save_train_state(self, state: dict) -> None:
+        """The trainer's on_checkpoint: the whole training state, atomically (a kill leaves the previous one)."""
+        save_checkpoint(self.path / TRAIN_STATE, {"task": self.config["task"], "trainer": state})
 
     def on_record(self, record: dict, is_best: bool) -> None:
         """The trainer's callback: log every evaluation, checkpoint the best."""
@@ -101,6 +139,22 @@ class RunDirectory:
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.path / "metrics.json", metrics)
+
+
+def trainer_options(cfg: TrainOptions, run: RunDirectory) -> dict:
+    """The Trainer keywords that make a task's run resumable (its checkpoints go to ``run``)."""
+    return dict(on_checkpoint=run.save_train_state, checkpoint_every_minutes=cfg.checkpoint_every_minutes,
+                checkpoint_every_steps=cfg.checkpoint_every_steps)
+
+
+def run_metrics(result) -> dict:
+    """What metrics.json says of how training went: steps, stops and resumes."""
+    out = {"interrupted": result.interrupted}
+    if result.stopped_by:
+        out["stopped_by"] = result.stopped_by
+    if result.resumed_from is not None:
+        out["resumed_from_step"] = result.resumed_from
+    return out
 
 
 def load_task_run(run_dir: str | Path, task: str, build: Callable[[dict, dict], Any]) -> tuple[dict, Any]:
