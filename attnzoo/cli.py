@@ -2,6 +2,7 @@
 
     attnzoo list                                   every mechanism, its family and paper
     attnzoo train g2p [--attention additive] [--minutes M | --epochs E] [--out DIR] ...
+    attnzoo train g2p --resume DIR                 continue a stopped or killed run from its last checkpoint
     attnzoo eval DIR                               re-score a run on its dev and test words
     attnzoo pronounce DIR WORD...                  letters -> phonemes
     attnzoo show DIR WORD [--out PNG]              the alignment heatmap of one word
@@ -104,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 rnn, 1e-3 transformer)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
+    tr.add_argument("--resume", metavar="DIR", help="continue the run in DIR (stopped by Ctrl-C or SIGTERM, or "
+                    "killed, kill -9 included) from its last checkpoint, with its own task, model, options and "
+                    "budget, the same data order, learning-rate schedule and random state; flags that contradict "
+                    "the run's are refused (a budget cannot be extended: the schedule ends with it), --device may "
+                    "change")
+    tr.add_argument("--checkpoint-every", type=float, metavar="MINUTES", help="save the training state "
+                    "(DIR/train_state.pt, atomically) every MINUTES (default 5), and always on Ctrl-C, on SIGTERM "
+                    "(which then exits with status 143 once the run is saved and reported) and at the end")
+    tr.add_argument("--checkpoint-every-steps", type=int, help=argparse.SUPPRESS)  # tests: minutes are too coarse
 
     ev = sub.add_parser("eval", help="score a trained run on its dev and test words")
     ev.add_argument("run_dir")
@@ -170,7 +180,8 @@ _NUMBERS = {"--minutes": ("minutes", 0, False, "8"), "--epochs": ("epochs", 0, F
             "--lr": ("lr", 0, False, "1e-3"), "--batch-size": ("batch_size", 1, True, "64"),
             "--beam": ("beam", 1, True, "5"), "--chars": ("chars", 1, True, "500"),
             "--temperature": ("temperature", 0, True, "0.8"), "--top-k": ("top_k", 1, True, "20"),
-            "--top-p": ("top_p", 0, False, "0.9")}
+            "--top-p": ("top_p", 0, False, "0.9"), "--checkpoint-every": ("checkpoint_every", 0, False, "5"),
+            "--checkpoint-every-steps": ("checkpoint_every_steps", 1, True, "100")}
 
 
 def check_numbers(args) -> None:
@@ -245,8 +256,64 @@ def cmd_train(args) -> int:
     V.check_choice("task", args.task, TASKS)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out!r} is an existing file; name a new or existing directory")
+    args.resume_config = args.resume_state = None
+    if args.resume:
+        _resume_args(args)
     return {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify,
             "translate": _train_translate}[args.task](args)
+
+
+def _resume_args(args) -> None:
+    """--resume DIR: take the saved run's model, attention, --set and options; refuse flags that contradict them."""
+    from .training.checkpoint import load_train_state
+
+    config, state = load_train_state(args.resume)
+    task, run = config.get("task"), args.resume
+    if task != args.task:
+        raise RunDirError(f"{run} is {article(task)} {task} run but the command line names {args.task}; resume it "
+                          f"with `attnzoo train {task} --resume {run}`")
+    if state["finished"] and (Path(run) / "metrics.json").is_file():
+        raise RunDirError(f"{run} is a finished run (trained {state['step']} steps, metrics.json written): nothing "
+                          f"to resume; `attnzoo eval {run}` re-scores it, `--out NEWDIR` trains a new one")
+    saved, overrides = config.get("task_config", {}), config.get("model_overrides", {})
+    same = Path(args.out).resolve() == Path(run).resolve() if args.out else True
+    checks = [  # flag, its value, the parser's default (taken as "not given"), the run's value
+        ("--model", args.model, None, config.get("model")),
+        ("--attention", args.attention, None, config.get("attention")),
+        ("--set", _overrides(args.set) if args.set else None, None, overrides),
+        ("--minutes", args.minutes, None, saved.get("minutes")),
+        ("--epochs", args.epochs, None, saved.get("epochs")),
+        ("--seed", args.seed, 0, saved.get("seed")),
+        ("--lr", args.lr, None, saved.get("lr")),
+        ("--batch-size", args.batch_size, None, saved.get("batch_size")),
+        ("--split", args.split, "standard", saved.get("split", "standard")),
+        ("--beam", args.beam, 5, saved.get("beam_size", 5)),
+        ("--out", None if same else args.out, None, run)]
+    for flag, given, default, was in checks:
+        if given is not None and given != default and given != was:
+            show = (lambda v: " ".join(f"{k}={json.dumps(x)}" for k, x in v.items()) or "(none)") \
+                if flag == "--set" else (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+            why = ("its learning-rate schedule ends with its budget: start a new run with --out NEWDIR to train "
+                   "longer") if flag in ("--minutes", "--epochs") else \
+                "drop the flag, or start a new run with --out NEWDIR"
+            raise ValueError(f"{flag} {show(given)} contradicts the run being resumed ({run} has {flag} "
+                             f"{show(was) if was is not None else '(not set)'}); a resumed run keeps its own; {why}")
+    args.model, args.attention, args.out = config.get("model"), config.get("attention"), run
+    args.set = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    args.resume_config, args.resume_state = config, state
+
+
+def _task_config(args, cls, **fresh):
+    """The task's options: from the command line, or (--resume) the saved run's with its device and period."""
+    if args.resume_state is None:
+        return cls(**fresh)
+    saved = dict(args.resume_config["task_config"])
+    if args.device != "auto":
+        saved["device"] = args.device
+    for key in ("checkpoint_every_minutes", "checkpoint_every_steps"):
+        if key in fresh:
+            saved[key] = fresh[key]
+    return cls.from_dict(saved)
 
 
 def _seq2seq_choices(args) -> tuple[str, str, dict]:
@@ -266,42 +333,46 @@ def _seq2seq_choices(args) -> tuple[str, str, dict]:
 def _common(args, batch_size: int) -> dict:
     """The options every task's config takes from the command line."""
     return dict(seed=args.seed, minutes=args.minutes, epochs=args.epochs, lr=args.lr, device=args.device,
-                batch_size=batch_size if args.batch_size is None else args.batch_size)
+                batch_size=batch_size if args.batch_size is None else args.batch_size,
+                **({} if args.checkpoint_every is None else {"checkpoint_every_minutes": args.checkpoint_every}),
+                **({} if args.checkpoint_every_steps is None else
+                   {"checkpoint_every_steps": args.checkpoint_every_steps}))
 
 
 def _train_g2p(args) -> int:
     from .tasks import g2p
 
     model, attention, overrides = _seq2seq_choices(args)
-    cfg = g2p.G2PConfig(split=args.split, beam_size=args.beam, model=model, **_common(args, 256))
+    cfg = _task_config(args, g2p.G2PConfig, split=args.split, beam_size=args.beam, model=model, **_common(args, 256))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
-    m = g2p.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None)
+    m = g2p.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None,
+                  resume=args.resume_state)
     t, d = m["test"], m["dev"]
     print(f"\n{args.task} {m['model']} {m['attention']}: {m['params']:,} parameters, "
           f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), beam {m['beam_size']}")
     print(f"  dev   WER {d['wer']:.2%}  PER {d['per']:.2%}  ({d['words']} words)")
     print(f"  test  WER {t['wer']:.2%}  PER {t['per']:.2%}  ({t['words']} words, split {m['split']})")
     print(f"report: {out / 'report.html'}")
-    return 0
+    return _stopped(args, m, out)
 
 
 def _train_translate(args) -> int:
     from .tasks import translate
 
     model, attention, overrides = _seq2seq_choices(args)
-    cfg = translate.TranslateConfig(beam_size=args.beam, model=model, **_common(args, 64))
+    cfg = _task_config(args, translate.TranslateConfig, beam_size=args.beam, model=model, **_common(args, 64))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
     m = translate.train(cfg, out, attention=attention, model_overrides=overrides,
-                        progress=False if args.quiet else None)
+                        progress=False if args.quiet else None, resume=args.resume_state)
     t, d = m["test"], m["dev"]
     print(f"\ntranslate {m['model']} {m['attention']}: {m['params']:,} parameters, "
           f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), beam {m['beam_size']}")
     print(f"  dev   BLEU {d['bleu']:.2f}  chrF {d['chrf']:.2f}  ({d['sentences']} verses)")
     print(f"  test  BLEU {t['bleu']:.2f}  chrF {t['chrf']:.2f}  ({t['sentences']} verses)")
     print(f"report: {out / 'report.html'}")
-    return 0
+    return _stopped(args, m, out)
 
 
 def _train_lm(args) -> int:
@@ -313,16 +384,17 @@ def _train_lm(args) -> int:
     lm.check_model(attention, overrides)
     check_set_values("lm", overrides, lm.LMConfig)
     check_data("lm")
-    cfg = lm.LMTaskConfig(model=model, **_common(args, 64))
+    cfg = _task_config(args, lm.LMTaskConfig, model=model, **_common(args, 64))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
-    m = lm.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None)
+    m = lm.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None,
+                 resume=args.resume_state)
     print(f"\nlm {m['model']} {m['attention']}: {m['params']:,} parameters, {m['train_seconds']:.0f} s training "
           f"({m['epochs']} epochs)")
     print(f"  dev   {m['dev']['bpc']:.3f} bits/char")
     print(f"  test  {m['test']['bpc']:.3f} bits/char ({m['test']['nats']:.3f} nats)")
     print(f"report: {out / 'report.html'}")
-    return 0
+    return _stopped(args, m, out)
 
 
 def _train_classify(args) -> int:
@@ -334,22 +406,36 @@ def _train_classify(args) -> int:
     classify.check_model(attention, overrides)
     check_set_values("vit", overrides, classify.ViTConfig)
     check_data("classify")
-    cfg = classify.ClassifyConfig(model=model, **_common(args, 128))
+    cfg = _task_config(args, classify.ClassifyConfig, model=model, **_common(args, 128))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
     m = classify.train(cfg, out, attention=attention, model_overrides=overrides,
-                       progress=False if args.quiet else None)
+                       progress=False if args.quiet else None, resume=args.resume_state)
     print(f"\nclassify {m['model']} {m['attention']}: {m['params']:,} parameters, {m['train_seconds']:.0f} s "
           f"training ({m['epochs']} epochs)")
     print(f"  dev   accuracy {m['dev']['accuracy']:.2%} ({m['dev']['images']:,} images)")
     print(f"  test  accuracy {m['test']['accuracy']:.2%} ({m['test']['images']:,} images)")
     print(f"report: {out / 'report.html'}")
-    return 0
+    return _stopped(args, m, out)
 
 
 def _announce(args, cfg, model: str, attention: str, out: Path) -> None:
     budget = f"{cfg.minutes:g} minutes" if cfg.minutes is not None else f"{cfg.epochs:g} epochs"
+    if args.resume_state is not None:
+        s = args.resume_state
+        print(f"resuming {args.task} · {model} · {attention} ({budget}) at step {s['step']}, "
+              f"{s['elapsed']:.0f} s in -> {out}", file=sys.stderr)
+        return
     print(f"training {args.task} · {model} · {attention} for {budget} -> {out}", file=sys.stderr)
+
+
+def _stopped(args, metrics: dict, out: Path) -> int:
+    """0, or 143 (128 + SIGTERM) for a run that SIGTERM stopped: saved and reported, but not finished."""
+    if not metrics.get("interrupted"):
+        return 0
+    print(f"stopped by {metrics.get('stopped_by', 'an interrupt')} after {metrics['steps']} steps; continue with "
+          f"`attnzoo train {args.task} --resume {out}`", file=sys.stderr)
+    return 128 + 15 if metrics.get("stopped_by") == "SIGTERM" else 0
 
 
 def cmd_eval(args) -> int:
