@@ -27,6 +27,7 @@ the last saved state as it was: that step may be half applied).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -74,7 +75,8 @@ class TrainResult:
 #: the training state's own version (inside the file's format_version): bumped when its keys change meaning
 STATE_VERSION = 1
 #: test-only fault injection: "STEP:SIGNAL" makes the process send itself SIGNAL (KILL, TERM, INT) once
-#: step STEP is done, at a step boundary, so a test can kill a run at a known point
+#: step STEP is done, at a step boundary (after a checkpoint due there), so a test can kill a run at a known
+#: point; KILL at the last step strikes once its training state is saved, before the final evaluation
 FAULT_ENV = "ATTNZOO_TEST_SIGNAL_AT_STEP"
 
 
@@ -204,7 +206,8 @@ class Trainer:
         loss_sum, loss_n, items = 0.0, 0, 0
         if resume is not None:
             self.model.load_state_dict(resume["model"])
-            self.optimizer.load_state_dict(resume["optimizer"])
+            # a copy: the optimizer would otherwise update the caller's tensors in place
+            self.optimizer.load_state_dict(copy.deepcopy(resume["optimizer"]))
             step, epoch, epoch_step = resume["step"], resume["epoch"], resume["epoch_step"]
             elapsed0, since_eval = resume["elapsed"], resume["since_eval"]
             loss_sum, loss_n = resume["loss_sum"], resume["loss_n"]
@@ -252,6 +255,13 @@ class Trainer:
             if self.on_checkpoint is not None:
                 self.on_checkpoint(state(finished))
             last_ckpt, last_ckpt_step = time.monotonic(), step
+
+        def inject(signals) -> None:  # test-only (FAULT_ENV)
+            os.kill(os.getpid(), fault[1])
+            for _ in range(1000):  # let the handler run (the signal may wake another thread first)
+                if signals.stop is not None:
+                    break
+                time.sleep(0.001)
 
         def run_eval(final: bool) -> None:
             nonlocal best_state, last_eval, loss_sum, loss_n, eval_seconds
@@ -326,11 +336,7 @@ class Trainer:
                                 or time.monotonic() - last_ckpt >= self.checkpoint_every:
                             checkpoint()
                         if fault is not None and step == fault[0]:
-                            os.kill(os.getpid(), fault[1])
-                            for _ in range(1000):  # let the handler run (it may wake another thread first)
-                                if signals.stop is not None:
-                                    break
-                                time.sleep(0.001)
+                            inject(signals)
                         if signals.stop is not None:
                             break
                     else:  # the epoch is over
@@ -348,6 +354,8 @@ class Trainer:
                 checkpoint()  # at once: a kill during the final evaluation loses no training
             else:
                 log.warning("interrupted inside step %d: the training state saved last is kept", step + 1)
+            if fault is not None and step == fault[0] and done and fault[1] == signal.SIGKILL:
+                inject(signals)  # the last step: killed once its state is saved, before the final evaluation
         # from here on Ctrl-C and SIGTERM act as usual: the state above is safe, a resumed run starts here
         result.train_seconds = time.monotonic() - start
         run_eval(final=True)
