@@ -76,7 +76,7 @@ class TrainResult:
 STATE_VERSION = 1
 #: test-only fault injection: "STEP:SIGNAL" makes the process send itself SIGNAL (KILL, TERM, INT) once
 #: step STEP is done, at a step boundary (after a checkpoint due there), so a test can kill a run at a known
-#: point; KILL at the last step strikes once its training state is saved, before the final evaluation
+#: point; "last:KILL" strikes once the last step's training state is saved, before the final evaluation
 FAULT_ENV = "ATTNZOO_TEST_SIGNAL_AT_STEP"
 
 
@@ -101,12 +101,12 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
-def _fault_injection() -> tuple[int, int] | None:
+def _fault_injection() -> tuple[int | None, int] | None:
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return None
     step, name = spec.split(":")
-    return int(step), getattr(signal, "SIG" + name.upper().removeprefix("SIG"))
+    return None if step == "last" else int(step), getattr(signal, "SIG" + name.upper().removeprefix("SIG"))
 
 
 class _StopSignals:
@@ -354,7 +354,7 @@ class Trainer:
                 checkpoint()  # at once: a kill during the final evaluation loses no training
             else:
                 log.warning("interrupted inside step %d: the training state saved last is kept", step + 1)
-            if fault is not None and step == fault[0] and done and fault[1] == signal.SIGKILL:
+            if fault is not None and done and fault[0] in (step, None) and fault[1] == signal.SIGKILL:
                 inject(signals)  # the last step: killed once its state is saved, before the final evaluation
         # from here on Ctrl-C and SIGTERM act as usual: the state above is safe, a resumed run starts here
         result.train_seconds = time.monotonic() - start
