@@ -202,9 +202,16 @@ class Trainer:
         result = TrainResult()
         best_state = None
         step, epoch, epoch_step = 0, 0, 0  # epoch_step: batches of `epoch` already trained
-        elapsed0 = since_eval = since_ckpt = 0.0
+        elapsed0 = since_eval = 0.0
         loss_sum, loss_n, items = 0.0, 0, 0
         if resume is not None:
+            if resume.get("state_version") != STATE_VERSION:
+                raise ValueError(f"resume: a training state of version {resume.get('state_version')!r}, this "
+                                 f"attnzoo continues version {STATE_VERSION}; start the run again")
+            if resume["steps_per_epoch"] != steps_per_epoch:
+                raise ValueError(f"resume: the run had {resume['steps_per_epoch']} steps per epoch, now "
+                                 f"{steps_per_epoch}: its data or batch size changed, so its data order cannot "
+                                 "be followed; start the run again")
             self.model.load_state_dict(resume["model"])
             # a copy: the optimizer would otherwise update the caller's tensors in place
             self.optimizer.load_state_dict(copy.deepcopy(resume["optimizer"]))
@@ -223,7 +230,7 @@ class Trainer:
             log.info("resuming at step %d (epoch %d, batch %d of it, %.0f s of the budget used)", step, epoch,
                      epoch_step, elapsed0)
         start = time.monotonic() - elapsed0
-        last_eval, last_ckpt = time.monotonic() - since_eval, time.monotonic() - since_ckpt
+        last_eval, last_ckpt = time.monotonic() - since_eval, time.monotonic()
         last_ckpt_step = step
         eval_seconds = 0.0
         fault = _fault_injection()
