@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("task", choices=TASKS)
     tr.add_argument("--attention", help="mechanism in the model's attention slot (see `attnzoo list`; "
                     "default: additive for rnn, mha for transformer)")
-    tr.add_argument("--model", help="architecture: g2p, translate: rnn (default) | transformer; "
+    tr.add_argument("--model", help="architecture: g2p, translate, seq2seq: rnn (default) | transformer; "
                     "lm: transformer; classify: vit")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--split", default="standard", help="g2p: standard (the benchmark's test words) | random")
     tr.add_argument("--beam", type=int, default=5, help="beam size for the test words (1 = greedy)")
     tr.add_argument("--batch-size", type=int, help="examples per step (default: g2p 256 words, lm 64 windows, "
-                    "classify 128 images, translate 64 verses)")
+                    "classify 128 images, translate 64 verses, seq2seq 64 pairs)")
     tr.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 rnn, 1e-3 transformer)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
