@@ -6,6 +6,8 @@
     attn = attnzoo.create("additive", query_dim=256, key_dim=512, hidden_dim=256)
     state = attn.initial_state(keys, values, key_mask)
     context, weights, state = attn(query, keys, values, key_mask, state)
+
+    run = attnzoo.load("runs/my-run")      # a trained run directory: run.model, run.predict(...)
 """
 
 from .core import AttentionOutput, attend
@@ -13,7 +15,9 @@ from .core.capture import Capture, capture
 from .core.kv_cache import KVCache
 from .mechanisms import AttentionState, MultiHeadAttention, SelfAttention, StepAttention
 from .registry import MechanismInfo, create, mechanisms
+from .runs import Run, load
 
 __version__ = "0.1.0"
 __all__ = ["attend", "AttentionOutput", "create", "mechanisms", "MechanismInfo", "AttentionState",
-           "StepAttention", "MultiHeadAttention", "SelfAttention", "KVCache", "capture", "Capture", "__version__"]
+           "StepAttention", "MultiHeadAttention", "SelfAttention", "KVCache", "capture", "Capture", "load", "Run",
+           "__version__"]

@@ -10,7 +10,9 @@
     attnzoo generate DIR --prompt TEXT             continue a text
     attnzoo train classify --model vit             Fashion-MNIST (Debian dataset-fashion-mnist)
     attnzoo train translate [--attention NAME]     Spanish -> English Bible verses (Debian sword-text-*)
-    attnzoo translate DIR "SENTENCE"...            Spanish -> English
+    attnzoo translate DIR "SENTENCE"...            Spanish -> English (or any seq2seq run's source -> target)
+    attnzoo train seq2seq --data pairs.tsv [--units char|word|bpe]   your own source<TAB>target pairs
+    attnzoo train lm --data corpus.txt             a character LM on your own text
     attnzoo bench [--quick] [--case NAME]          attnzoo against its peers: time, GFLOP/s, peak memory
 
 Errors in what was asked (an unknown command, task, name or option, a bad
@@ -44,7 +46,7 @@ class UsageError(ValueError):
 
 USER_ERRORS = (ValueError, TypeError, RunDirError, MissingDataError, FileNotFoundError, PermissionError,
                IsADirectoryError, NotADirectoryError)
-TASKS = ("g2p", "lm", "classify", "translate")
+TASKS = ("g2p", "lm", "classify", "translate", "seq2seq")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("task", choices=TASKS)
     tr.add_argument("--attention", help="mechanism in the model's attention slot (see `attnzoo list`; "
                     "default: additive for rnn, mha for transformer)")
-    tr.add_argument("--model", help="architecture: g2p, translate: rnn (default) | transformer; "
+    tr.add_argument("--model", help="architecture: g2p, translate, seq2seq: rnn (default) | transformer; "
                     "lm: transformer; classify: vit")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--split", default="standard", help="g2p: standard (the benchmark's test words) | random")
     tr.add_argument("--beam", type=int, default=5, help="beam size for the test words (1 = greedy)")
     tr.add_argument("--batch-size", type=int, help="examples per step (default: g2p 256 words, lm 64 windows, "
-                    "classify 128 images, translate 64 verses)")
+                    "classify 128 images, translate 64 verses, seq2seq 64 pairs)")
     tr.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 rnn, 1e-3 transformer)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
@@ -114,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(DIR/train_state.pt, atomically) every MINUTES (default 5), and always on Ctrl-C, on SIGTERM "
                     "(which then exits with status 143 once the run is saved and reported) and at the end")
     tr.add_argument("--checkpoint-every-steps", type=int, help=argparse.SUPPRESS)  # tests: minutes are too coarse
+    tr.add_argument("--data", metavar="FILE", help="your own data: seq2seq: a TSV of source<TAB>target lines "
+                    "(required); lm: any UTF-8 text instead of the Shakespeare plays")
+    tr.add_argument("--units", help="seq2seq: char (default) | word | bpe, or SOURCE,TARGET such as char,word")
 
     ev = sub.add_parser("eval", help="score a trained run on its dev and test words")
     ev.add_argument("run_dir")
@@ -134,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--top-p", type=float)
     ge.add_argument("--seed", type=int, default=0)
 
-    tl = sub.add_parser("translate", help="translate Spanish sentences with a trained translate run")
+    tl = sub.add_parser("translate", help="translate Spanish sentences with a trained translate run, or any "
+                        "source text with a seq2seq run")
     tl.add_argument("run_dir")
     tl.add_argument("sentences", nargs="+")
     tl.add_argument("--beam", type=int, default=5)
@@ -259,8 +265,13 @@ def cmd_train(args) -> int:
     args.resume_config = args.resume_state = None
     if args.resume:
         _resume_args(args)
+    if getattr(args, "data", None) is not None and args.task not in ("seq2seq", "lm"):
+        raise ValueError(f"--data is for `train seq2seq` (a TSV of pairs) and `train lm` (a text file); "
+                         f"{args.task} reads its own data set")
+    if getattr(args, "units", None) is not None and args.task != "seq2seq":
+        raise ValueError("--units is for `train seq2seq`")
     return {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify,
-            "translate": _train_translate}[args.task](args)
+            "translate": _train_translate, "seq2seq": _train_seq2seq}[args.task](args)
 
 
 def _resume_args(args) -> None:
@@ -288,6 +299,8 @@ def _resume_args(args) -> None:
         ("--batch-size", args.batch_size, None, saved.get("batch_size")),
         ("--split", args.split, "standard", saved.get("split", "standard")),
         ("--beam", args.beam, 5, saved.get("beam_size", 5)),
+        ("--data", str(Path(args.data).resolve()) if getattr(args, "data", None) else None, None, saved.get("data")),
+        ("--units", getattr(args, "units", None), None, saved.get("units")),
         ("--out", None if same else args.out, None, run)]
     for flag, given, default, was in checks:
         if given is not None and given != default and given != was:
@@ -326,7 +339,8 @@ def _seq2seq_choices(args) -> tuple[str, str, dict]:
     overrides = _overrides(args.set)
     check_model(model, attention, overrides)
     check_set_values(model, overrides, MODELS[model][1])
-    check_data(args.task)
+    if args.task != "seq2seq":
+        check_data(args.task)
     return model, attention, overrides
 
 
@@ -375,6 +389,35 @@ def _train_translate(args) -> int:
     return _stopped(args, m, out)
 
 
+def _train_seq2seq(args) -> int:
+    from .data.userdata import read_pairs
+    from .tasks import seq2seq
+
+    model, attention, overrides = _seq2seq_choices(args)
+    data = args.data or (args.resume_config or {}).get("task_config", {}).get("data")
+    if data is None:
+        raise ValueError("train seq2seq needs --data FILE: a UTF-8 TSV with one source<TAB>target pair per line")
+    cfg = _task_config(args, seq2seq.PairsConfig, data=str(Path(data).resolve()), units=args.units or "char",
+                       beam_size=args.beam, model=model, **_common(args, 64))
+    pairs = read_pairs(cfg.data)  # a malformed file fails here, before anything is announced or written
+    out = _run_dir(args, model, attention)
+    _announce(args, cfg, model, attention, out)
+    m = seq2seq.train(cfg, out, attention=attention, model_overrides=overrides, pairs=pairs,
+                      progress=False if args.quiet else None, resume=args.resume_state)
+    print(f"\nseq2seq {m['model']} {m['attention']}: {m['params']:,} parameters, "
+          f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), units {m['units']}, beam {m['beam_size']}")
+    for part in ("dev", "test"):
+        print(f"  {part:<5} {_pairs_line(m[part])}")
+    print(f"report: {out / 'report.html'}")
+    return _stopped(args, m, out)
+
+
+def _pairs_line(s: dict) -> str:
+    bleu = f"  BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}" if "bleu" in s else ""
+    return (f"wrong outputs {s['ser']:.2%}  token errors {s['token_error']:.2%}{bleu}  "
+            f"({s['sources']} sources)")
+
+
 def _train_lm(args) -> int:
     from .tasks import lm
 
@@ -383,12 +426,21 @@ def _train_lm(args) -> int:
     overrides = _overrides(args.set)
     lm.check_model(attention, overrides)
     check_set_values("lm", overrides, lm.LMConfig)
-    check_data("lm")
-    cfg = _task_config(args, lm.LMTaskConfig, model=model, **_common(args, 64))
+    text = None
+    saved_data = (args.resume_config or {}).get("task_config", {}).get("data")
+    if args.data is None and saved_data is None:
+        check_data("lm")
+    elif args.data is not None:  # read and check the size now, before anything is announced or written
+        from .data.userdata import read_text
+
+        text = read_text(args.data)
+        lm.text_split(args.data, lm.context_of(overrides), text)
+    cfg = _task_config(args, lm.LMTaskConfig, model=model,
+                       data=None if args.data is None else str(Path(args.data).resolve()), **_common(args, 64))
     out = _run_dir(args, model, attention)
     _announce(args, cfg, model, attention, out)
     m = lm.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None,
-                 resume=args.resume_state)
+                 text=text, resume=args.resume_state)
     print(f"\nlm {m['model']} {m['attention']}: {m['params']:,} parameters, {m['train_seconds']:.0f} s training "
           f"({m['epochs']} epochs)")
     print(f"  dev   {m['dev']['bpc']:.3f} bits/char")
@@ -440,7 +492,15 @@ def _stopped(args, metrics: dict, out: Path) -> int:
 
 def cmd_eval(args) -> int:
     task = open_run(args.run_dir, "eval")
-    check_data(task)
+    if task == "seq2seq":
+        from .tasks import seq2seq
+
+        r = seq2seq.evaluate_run(args.run_dir, beam_size=args.beam)
+        for part in ("dev", "test"):
+            print(f"{part:<5} {_pairs_line(r[part])[:-1]}, beam {r['beam_size']})")
+        return 0
+    if not _own_data(args.run_dir):
+        check_data(task)
     if task == "lm":
         from .tasks import lm
 
@@ -473,6 +533,12 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _own_data(run_dir: str) -> bool:
+    """Whether a run was trained with --data (its held-out parts are in the run directory)."""
+    config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    return bool(config.get("task_config", {}).get("data"))
+
+
 def cmd_generate(args) -> int:
     from .tasks import lm
 
@@ -493,10 +559,10 @@ def cmd_pronounce(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from .tasks import translate
+    from .tasks import seq2seq, translate
 
-    open_run(args.run_dir, "translate")
-    model = translate.load(args.run_dir)
+    task = open_run(args.run_dir, "translate")
+    model = (seq2seq if task == "seq2seq" else translate).load(args.run_dir)
     for r in model.translate(args.sentences, beam_size=args.beam):
         print(r.text)
     return 0
@@ -506,10 +572,12 @@ def cmd_show(args) -> int:
     from .tasks import g2p
     from .viz.heatmap import save_alignment
 
-    if open_run(args.run_dir, "show") == "translate":
-        from .tasks import translate
+    task = open_run(args.run_dir, "show")
+    if task in ("translate", "seq2seq"):
+        from .tasks import seq2seq, translate
 
-        r = translate.load(args.run_dir).translate([args.word], beam_size=args.beam)[0]
+        r = (seq2seq if task == "seq2seq" else translate).load(args.run_dir).translate([args.word],
+                                                                                     beam_size=args.beam)[0]
         weights, src_words, tgt_words = r.word_alignment()
         out = Path(args.out or Path(args.run_dir) / "alignment.png")
         save_alignment(out, weights.numpy(), src_words, tgt_words, title=r.text)

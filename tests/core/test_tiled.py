@@ -141,3 +141,17 @@ def test_tiled_stores_no_score_matrix_beyond_the_weights():
         out, w = attend(q, k, v, backend="tiled", need_weights=True, block_size=32)
     big = [t for t in saved if t.numel() >= 256 * 256]
     assert len(big) == 1 and big[0].data_ptr() == w.data_ptr()
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_whole_and_blockwise_forwards_agree(monkeypatch, whole):
+    """The plain dot product's forward runs as one in-place pass or by row blocks: same results."""
+    from attnzoo.core import tiled
+
+    monkeypatch.setattr(tiled, "WHOLE_FORWARD", whole)
+    q, k, v = inputs(L=5)
+    mask = torch.rand(B, 1, 5, S, generator=torch.Generator().manual_seed(4)) < 0.6
+    mask[1, 0, 2] = False
+    bias = torch.randn(1, H, 5, S, dtype=torch.float64, requires_grad=True)
+    for kw in (dict(mask=mask, bias=bias), dict(is_causal=True), dict(mask=mask, is_causal=True)):
+        assert_same(run("eager", q, k, v, **kw), run("tiled", q, k, v, block_size=2, **kw))
