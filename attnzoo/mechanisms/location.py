@@ -49,7 +49,14 @@ def _valid(keys: Tensor, key_mask: Tensor | None) -> Tensor:
 
 
 def _mix(weights: Tensor, values: Tensor) -> Tensor:
-    """c = sum_s a_s v_s: weights (B, S) or (B, T, S), values (B, S, Dv) -> (B, Dv) or (B, T, Dv)."""
+    """c = sum_s a_s v_s: weights (B, S) or (B, T, S), values (B, S, Dv) -> (B, Dv) or (B, T, Dv).
+
+    Unnormalised weights (GMM) can exceed float16's range: the sum runs in the weights' float32 (float64)
+    and a float16 result saturates at +-65504 instead of becoming inf."""
+    if values.dtype == torch.float16:
+        out = _mix(weights, values.to(weights.dtype))
+        limit = torch.finfo(torch.float16).max
+        return out.clamp(-limit, limit).to(torch.float16)
     w = weights.to(values.dtype)
     if w.dim() == 2:
         return (w.unsqueeze(1) @ values).squeeze(1)  # (B, 1, S) @ (B, S, Dv) -> (B, Dv)

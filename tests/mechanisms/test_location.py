@@ -383,3 +383,19 @@ def test_float32_and_bfloat16_autocast_stay_finite(name):
         for q in queries(3, scale=50.0).float():
             ctx, w, state = attn(q, keys, values, mask, state)
             assert torch.isfinite(ctx).all() and torch.isfinite(w).all()
+
+
+def test_gmm_in_float16_saturates_instead_of_overflowing():
+    """GMM's window is unnormalised (alpha up to e^20): in float16 the context saturates at +-65504, never inf
+    or NaN (found on an H100 with logits of 1e3; reproduced here on the CPU)."""
+    torch.manual_seed(0)
+    m = attnzoo.create("gmm", query_dim=8, key_dim=6).to(torch.float16)
+    keys = torch.randn(3, 5, 6, dtype=torch.float16, requires_grad=True)
+    state = m.initial_state(keys, keys)
+    query = (torch.randn(3, 8) * 1e3).to(torch.float16).requires_grad_()
+    context, weights, state = m(query, keys, keys, None, state)
+    assert context.dtype == torch.float16 and torch.isfinite(context).all()
+    assert weights.max() > torch.finfo(torch.float16).max  # the float32 weights really are out of float16's range
+    assert context.abs().max() == torch.finfo(torch.float16).max
+    context.float().sum().backward()
+    assert torch.isfinite(keys.grad).all() and torch.isfinite(query.grad).all()
