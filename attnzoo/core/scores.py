@@ -172,11 +172,18 @@ class CosineScore(Score):
     def sharpness(self) -> Tensor:
         return 1 + F.softplus(self.sharpness_raw)
 
+    def _unit(self, x: Tensor) -> Tensor:
+        """x / max(|x|, eps); in float32 for 16-bit inputs, where eps = 1e-8 rounds to 0 and a zero vector
+        (a padded position) would give 0/0 = NaN (found in float16 on an H100)."""
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return self._unit(x.float()).to(x.dtype)
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(self.eps)
+
     def project_query(self, q):
-        return q / q.norm(dim=-1, keepdim=True).clamp_min(self.eps)
+        return self._unit(q)
 
     def project_keys(self, k):
-        return k / k.norm(dim=-1, keepdim=True).clamp_min(self.eps)
+        return self._unit(k)
 
     def compare(self, q, k):
         return self.sharpness.to(q.dtype) * (q @ k.transpose(-1, -2))  # (B, H, L, S)

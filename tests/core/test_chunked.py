@@ -187,3 +187,16 @@ def test_causal_blocks_skip_rows_yet_bias_mask_and_score_mod_gradients_match(L_q
     torch.testing.assert_close(co, eo)
     for a, b in zip(eg[:4], cg[:4]):
         torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cosine_score_of_a_zero_vector_is_zero_in_16_bit(dtype):
+    """A zero key (e.g. a padded encoder state) projects to zero, not 0/0 = NaN (which then poisons the
+    backward even where the key is masked): eps = 1e-8 is 0 in float16, so the normalisation runs in float32."""
+    k = torch.zeros(1, 2, 4, dtype=dtype)
+    k[0, 1] = 1
+    k.requires_grad_()
+    p = CosineScore().project_keys(k)
+    assert torch.equal(p[0, 0], torch.zeros(4, dtype=dtype)) and torch.isfinite(p).all()
+    p[0, 1].float().sum().backward()  # a padded key's projection gets no gradient from a masked score
+    assert torch.isfinite(k.grad).all() and torch.equal(k.grad[0, 0], torch.zeros(4, dtype=dtype))
