@@ -83,39 +83,41 @@ class _Spec:
         self.causal, self.query_offset, self.block, self.n_params = causal, query_offset, block, n_params
 
 
-def _from_row(x: Tensor | None, r0: int) -> Tensor | None:
-    """Query rows r0: of a tensor broadcastable to (..., L, S) (a size-1 row dim broadcasts as is)."""
-    if x is None or r0 == 0 or x.dim() < 2 or x.shape[-2] == 1:
-        return x
-    return x[..., r0:, :]
-
-
 def _first_row(spec: "_Spec", j0: int) -> int:
     """With causal masking, queries before this row see no key of the block starting at j0: skip them."""
     return max(0, j0 - spec.query_offset) if spec.causal else 0
 
 
-def _block_scores(spec: _Spec, q: Tensor, k_blk: Tensor, bias_blk: Tensor | None, j0: int, S: int,
-                  r0: int = 0) -> Tensor:
-    """Masked float32 scores of queries r0: (q holds those rows) against keys j0:j0+b -> (B, H, L - r0, b);
-    blocked keys -inf."""
-    s = spec.score.compare(q, k_blk)  # (B, H, L - r0, b)
+def block_scores(spec: _Spec, q_rows: Tensor, k_keys: Tensor, bias_blk: Tensor | None, r0: int, j0: int,
+                 S: int) -> Tensor:
+    """Float32 scores of the queries r0:r0+l (``q_rows``) against the keys j0:j0+b (``k_keys``), with bias,
+    score_mod, mask and causal masking applied -> (B, H, l, b); blocked keys -inf. Shared by the chunked
+    (key blocks) and tiled (row blocks) backends."""
+    s = spec.score.compare(q_rows, k_keys)  # (B, H, l, b)
     s = s if s.dtype == torch.float64 else s.float()
     if bias_blk is not None:
         s = s + bias_blk
-    B, H, L, b = s.shape
-    q_idx = torch.arange(r0, r0 + L, device=s.device).view(1, 1, L, 1) + spec.query_offset
+    B, H, l, b = s.shape
+    q_idx = torch.arange(r0, r0 + l, device=s.device).view(1, 1, l, 1) + spec.query_offset
     kv_idx = torch.arange(j0, j0 + b, device=s.device).view(1, 1, 1, b)
     if spec.score_mod is not None:
         s = spec.score_mod(s, torch.arange(B, device=s.device).view(B, 1, 1, 1),
                            torch.arange(H, device=s.device).view(1, H, 1, 1), q_idx, kv_idx)
-    allowed = _from_row(_slice(spec.mask, j0, j0 + b, S), r0)
+    allowed = _window(spec.mask, r0, r0 + l, j0, j0 + b, S)
     if spec.causal:
-        c = kv_idx <= q_idx  # (1, 1, L, b)
+        c = kv_idx <= q_idx  # (1, 1, l, b)
         allowed = c if allowed is None else allowed & c
     if allowed is not None:
         s = s.masked_fill(~allowed, float("-inf"))
     return s
+
+
+def _window(x: Tensor | None, r0: int, r1: int, j0: int, j1: int, S: int) -> Tensor | None:
+    """Rows r0:r1 and keys j0:j1 of a tensor broadcastable to (..., L, S) (size-1 dims broadcast as they are)."""
+    x = _slice(x, j0, j1, S)
+    if x is None or x.dim() < 2 or x.shape[-2] == 1:
+        return x
+    return x[..., r0:r1, :]
 
 
 class _ChunkedAttention(torch.autograd.Function):
@@ -133,8 +135,8 @@ class _ChunkedAttention(torch.autograd.Function):
                 r0 = _first_row(spec, j0)  # causal: rows before r0 see none of these keys
                 if r0 >= L:
                     break
-                s = _block_scores(spec, q[:, :, r0:], k[:, :, j0:j1], _from_row(_slice(bias, j0, j1, S), r0),
-                                  j0, S, r0)  # (B, H, L - r0, b)
+                s = block_scores(spec, q[:, :, r0:], k[:, :, j0:j1], _window(bias, r0, L, j0, j1, S),
+                                 r0, j0, S)  # (B, H, L - r0, b)
                 m_old = m[:, :, r0:]
                 m_new = torch.maximum(m_old, s.amax(-1))
                 m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # rows with no key yet
@@ -185,14 +187,14 @@ class _ChunkedAttention(torch.autograd.Function):
                 break
             if manual:
                 with torch.no_grad():
-                    s = _block_scores(spec, q[:, :, r0:], k[:, :, j0:j1], _from_row(_slice(bias, j0, j1, S), r0),
-                                      j0, S, r0)  # (B, H, L - r0, b), recomputed
+                    s = block_scores(spec, q[:, :, r0:], k[:, :, j0:j1], _window(bias, r0, L, j0, j1, S),
+                                     r0, j0, S)  # (B, H, L - r0, b), recomputed
                     p = torch.exp(s.sub_(lse[:, :, r0:, None]))  # (B, H, L - r0, b)
                     do = dout_stat[:, :, r0:]
                     dv[:, :, j0:j1] += p.transpose(-1, -2) @ do  # (B, H, b, E)
                     ds = (do @ v[:, :, j0:j1].to(stat).transpose(-1, -2)).sub_(delta[:, :, r0:, None]).mul_(p)
                     if dbias is not None:
-                        target = _from_row(_slice(dbias, j0, j1, S), r0)
+                        target = _window(dbias, r0, L, j0, j1, S)
                         target += _sum_to(ds, target.shape)
                     dq[:, :, r0:] += (ds @ kf[:, :, j0:j1]) * scale  # (B, H, L - r0, D)
                     dk[:, :, j0:j1] += (ds.transpose(-1, -2) @ qf[:, :, r0:]) * scale  # (B, H, b, D)
@@ -201,9 +203,9 @@ class _ChunkedAttention(torch.autograd.Function):
             with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):  # as in forward
                 qd = q[:, :, r0:].detach().requires_grad_()
                 kd = k[:, :, j0:j1].detach().requires_grad_()
-                bd = _from_row(_slice(bias, j0, j1, S), r0)
+                bd = _window(bias, r0, L, j0, j1, S)
                 bd = None if bd is None else bd.detach().requires_grad_(dbias is not None)
-                s = _block_scores(spec, qd, kd, bd, j0, S, r0)  # (B, H, L - r0, b), recomputed
+                s = block_scores(spec, qd, kd, bd, r0, j0, S)  # (B, H, L - r0, b), recomputed
             p = torch.exp(s.detach() - lse[:, :, r0:, None])  # (B, H, L - r0, b)
             v_blk = v[:, :, j0:j1]
             do = dout_stat[:, :, r0:]
@@ -219,7 +221,7 @@ class _ChunkedAttention(torch.autograd.Function):
             rest = grads[2:]
             if dbias is not None:
                 if rest[0] is not None:  # autograd already summed it to the block's own shape
-                    _from_row(_slice(dbias, j0, j1, S), r0).add_(rest[0])
+                    _window(dbias, r0, L, j0, j1, S).add_(rest[0])
                 rest = rest[1:]
             for acc, g in zip(dparams, rest):
                 if g is not None:

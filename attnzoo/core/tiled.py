@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .chunked import _params, _Spec
+from .chunked import _params, _Spec, block_scores
 from .scores import Score
 
 #: target size in bytes of one block's float32 scores (rows per block = this / (B * H * S * 4)); measured on
@@ -75,27 +75,6 @@ def _manual_backward(score: Score, score_mod) -> bool:
     if isinstance(score_mod, torch.nn.Module):
         return not any(p.requires_grad for p in score_mod.parameters())
     return True
-
-
-def _block_scores(spec: _Spec, q_blk: Tensor, k: Tensor, bias_blk: Tensor | None, i0: int) -> Tensor:
-    """Float32 scores of query rows i0:i0+r against all keys, score_mod and mask applied -> (B, H, r, S)."""
-    s = spec.score.compare(q_blk, k)  # (B, H, r, S)
-    s = s if s.dtype == torch.float64 else s.float()
-    if bias_blk is not None:
-        s = s + bias_blk
-    B, H, r, S = s.shape
-    q_idx = torch.arange(i0, i0 + r, device=s.device).view(1, 1, r, 1) + spec.query_offset
-    kv_idx = torch.arange(S, device=s.device).view(1, 1, 1, S)
-    if spec.score_mod is not None:
-        s = spec.score_mod(s, torch.arange(B, device=s.device).view(B, 1, 1, 1),
-                           torch.arange(H, device=s.device).view(1, H, 1, 1), q_idx, kv_idx)
-    allowed = _rows(spec.mask, i0, i0 + r)
-    if spec.causal:
-        c = kv_idx <= q_idx  # (1, 1, r, S)
-        allowed = c if allowed is None else allowed & c
-    if allowed is not None:
-        s = s.masked_fill(~allowed, float("-inf"))
-    return s
 
 
 def _softmax_rows(s: Tensor) -> Tensor:
@@ -152,7 +131,7 @@ class _TiledAttention(torch.autograd.Function):
         with torch.no_grad():
             for i0 in range(0, L if whole is None else 0, spec.block):
                 i1 = min(i0 + spec.block, L)
-                s = _block_scores(spec, q[:, :, i0:i1], k, _rows(bias, i0, i1), i0)  # (B, H, r, S)
+                s = block_scores(spec, q[:, :, i0:i1], k, _rows(bias, i0, i1), i0, 0, S)  # (B, H, r, S)
                 w = _softmax_rows(s)
                 weights[:, :, i0:i1] = w
                 out[:, :, i0:i1] = w.to(v.dtype) @ v  # (B, H, r, E)
@@ -208,7 +187,7 @@ class _TiledAttention(torch.autograd.Function):
                 kd = k.detach().requires_grad_()
                 bd = _rows(bias, i0, i1)
                 bd = None if bd is None else bd.detach()
-                s = _block_scores(spec, qd, kd, bd, i0)  # recomputed (B, H, r, S)
+                s = block_scores(spec, qd, kd, bd, i0, 0, kd.shape[-2])  # recomputed (B, H, r, S)
             grads = torch.autograd.grad(s, [qd, kd] + list(params), grad_outputs=ds.to(s.dtype), allow_unused=True)
             if grads[0] is not None:
                 dq[:, :, i0:i1] += grads[0]
