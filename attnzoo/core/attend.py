@@ -190,6 +190,8 @@ def attend(
         need_weights, backend = True, ("auto" if backend in ("sdpa", "chunked") else backend)
     q, k, v = _autocast_inputs(q, k, v)
     three_d = _check_inputs(q, k, v, mask, bias, normalize, dropout_p)
+    if mask is not None and not keys_projected:  # step-wise decoders (keys_projected) warn once per sequence
+        V.warn_if_all_blocked("mask", mask)
     if three_d:  # one code path: (B, L, D) -> (B, 1, L, D)
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
         mask = _add_head_dim(mask)

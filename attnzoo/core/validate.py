@@ -79,7 +79,8 @@ def broadcastable(shape: Sequence[int], target: Sequence[int]) -> bool:
 
 
 def check_mask(name: str, mask: Tensor, target: Sequence[int], legend: str) -> None:
-    """A boolean mask, True = may attend, that broadcasts to ``target``."""
+    """A boolean mask, True = may attend, that broadcasts to ``target`` (shape and dtype only: no reduction,
+    so it is cheap enough for every step; callers warn about an all-False mask once per sequence)."""
     check_tensor(name, mask)
     if mask.dtype != torch.bool:
         hint = ""
@@ -97,7 +98,6 @@ def check_mask(name: str, mask: Tensor, target: Sequence[int], legend: str) -> N
             f"shape {legend} = {fmt_shape(target)}; a key padding mask has shape (B, S) "
             f"and is passed as {name}[:, None, :] for 3-D or {name}[:, None, None, :] for 4-D inputs"
         )
-    warn_if_all_blocked(name, mask)
 
 
 def _tracing() -> bool:

@@ -106,6 +106,7 @@ class StepAttention(nn.Module):
             if tuple(key_mask.shape) != (B, S):
                 raise ValueError(f"key_mask must have shape (B, S) = ({B}, {S}) to match keys "
                                  f"{V.fmt_shape(keys.shape)}, got {V.fmt_shape(key_mask.shape)}")
+            V.warn_if_all_blocked("key_mask", key_mask)  # once per sequence, not per decoding step
 
     def check_query(self, query: Tensor, state: AttentionState, key_mask: Tensor | None = None) -> None:
         """Every step: the query's shape and dtype; the key_mask's shape (cheap: no reduction)."""
