@@ -52,3 +52,12 @@ def rebuild_seq2seq(model: str, config: dict, *, pad_id: int, bos_id: int, eos_i
     V.check_choice("model", model, MODELS)
     cls, cfg_cls = MODELS[model]
     return cls(cfg_cls.from_dict(config), pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
+
+
+def restore_seq2seq(run_config: dict, state_dict: dict, target_vocab) -> nn.Module:
+    """A run's encoder-decoder with its trained weights: the architecture from the run's config.json,
+    the special token ids from its target vocabulary (shared by g2p, translate and seq2seq runs)."""
+    model = rebuild_seq2seq(run_config.get("model", "rnn"), run_config["model_config"], pad_id=target_vocab.pad_id,
+                            bos_id=target_vocab.bos_id, eos_id=target_vocab.eos_id)
+    model.load_state_dict(state_dict)
+    return model

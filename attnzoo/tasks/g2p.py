@@ -29,7 +29,7 @@ from ..data.batching import bucketed_batches, num_batches, sorted_batches
 from ..data.g2p import SPLITS, make_split
 from ..data.vocab import Vocab
 from ..models.decoding import decode
-from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, rebuild_seq2seq
+from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, restore_seq2seq
 from ..training.checkpoint import load_run
 from ..training.run import (RunDirectory, Seq2SeqOptions, load_task_run, resolve_device,
                              run_metrics, trainer_options)
@@ -200,9 +200,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> G2PModel:
     def build(config, ckpt):
         letters = Vocab.from_list(ckpt["vocabs"]["letters"])
         phonemes = Vocab.from_list(ckpt["vocabs"]["phonemes"])
-        model = rebuild_seq2seq(ckpt["config"].get("model", "rnn"), ckpt["config"]["model_config"],
-                                pad_id=phonemes.pad_id, bos_id=phonemes.bos_id, eos_id=phonemes.eos_id)
-        model.load_state_dict(ckpt["model"])
+        model = restore_seq2seq(ckpt["config"], ckpt["model"], phonemes)
         return model, letters, phonemes
 
     _, (model, letters, phonemes) = load_task_run(run_dir, TASK, build)

@@ -31,7 +31,7 @@ from ..core import validate as V
 from ..data.batching import bucketed_batches, num_batches, sorted_batches
 from ..data.userdata import (Pair, Units, parse_units, read_pairs, references, split_pairs, write_pairs)
 from ..models.decoding import decode
-from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, rebuild_seq2seq
+from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, restore_seq2seq
 from ..training.checkpoint import load_run
 from ..training.metrics import g2p_scores
 from ..training.run import (RunDirectory, Seq2SeqOptions, load_task_run, resolve_device, run_metrics,
@@ -277,10 +277,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> Transducer:
     def build(config, ckpt):
         source = Units.from_state(ckpt["units"]["source"])
         target = Units.from_state(ckpt["units"]["target"])
-        tv = target.vocab()
-        model = rebuild_seq2seq(config.get("model", "rnn"), config["model_config"],
-                                pad_id=tv.pad_id, bos_id=tv.bos_id, eos_id=tv.eos_id)
-        model.load_state_dict(ckpt["model"])
+        model = restore_seq2seq(config, ckpt["model"], target.vocab())
         return model, source, target, float(ckpt.get("max_ratio", 2.0))
 
     _, (model, source, target, ratio) = load_task_run(run_dir, TASK, build)

@@ -30,7 +30,7 @@ from ..data.bible import Verse, load_verses, split_by_chapter
 from ..data.subword import Subword, word_text, words_of
 from ..data.vocab import Vocab
 from ..models.decoding import decode
-from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, rebuild_seq2seq
+from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, restore_seq2seq
 from ..training.checkpoint import load_run
 from ..training.run import (RunDirectory, Seq2SeqOptions, load_task_run, resolve_device,
                              run_metrics, trainer_options)
@@ -244,10 +244,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> Translator:
     def build(config, ckpt):
         source = Subword.from_str(ckpt["subwords"]["source"])
         target = Subword.from_str(ckpt["subwords"]["target"])
-        tv = target.vocab()
-        model = rebuild_seq2seq(config.get("model", "rnn"), config["model_config"],
-                                pad_id=tv.pad_id, bos_id=tv.bos_id, eos_id=tv.eos_id)
-        model.load_state_dict(ckpt["model"])
+        model = restore_seq2seq(config, ckpt["model"], target.vocab())
         return model, source, target
 
     _, (model, source, target) = load_task_run(run_dir, TASK, build)

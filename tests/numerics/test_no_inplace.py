@@ -386,6 +386,7 @@ EXEMPT = {
     "attnzoo.models.decoding.Hypotheses": "a result container",
     "attnzoo.models.factory.check_model": "takes names", "attnzoo.models.factory.build_seq2seq": "takes sizes",
     "attnzoo.models.factory.rebuild_seq2seq": "takes a config",
+    "attnzoo.models.factory.restore_seq2seq": "takes a config and reads a state_dict (load_state_dict copies it)",
     "attnzoo.models.lm.LMConfig": "a config", "attnzoo.models.lm.bits_per_character": "takes a float",
     "attnzoo.models.rnn_seq2seq.Seq2SeqConfig": "a config",
     "attnzoo.models.transformer_seq2seq.TransformerConfig": "a config",
