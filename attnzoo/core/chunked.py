@@ -36,6 +36,8 @@ import inspect
 import torch
 from torch import Tensor, nn
 
+from .scores import Score
+
 #: default key-block size
 BLOCK_SIZE = 128
 #: bytes of one (B, H, L, b) float32 block (b shrinks below BLOCK_SIZE for long queries, down to 16 keys);
@@ -86,6 +88,28 @@ class _Spec:
 def _first_row(spec: "_Spec", j0: int) -> int:
     """With causal masking, queries before this row see no key of the block starting at j0: skip them."""
     return max(0, j0 - spec.query_offset) if spec.causal else 0
+
+
+def _sum_to(x: Tensor, shape: torch.Size) -> Tensor:
+    """Sum ``x`` down to a shape it was broadcast from."""
+    lead = x.dim() - len(shape)
+    if lead:
+        x = x.sum(dim=tuple(range(lead)))
+    dims = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
+    return x.sum(dim=dims, keepdim=True) if dims else x
+
+def _manual_backward(score: Score, score_mod) -> bool:
+    """True when ds flows to q and k by matrix products: a plain dot product (no learned tensor in
+    ``compare``) with at most a parameter-free additive ``score_mod``."""
+    if type(score).dot_form is Score.dot_form or score.compare_uses_parameters:
+        return False
+    if score_mod is None:
+        return True
+    if not getattr(score_mod, "additive", False):
+        return False
+    if isinstance(score_mod, torch.nn.Module):
+        return not any(p.requires_grad for p in score_mod.parameters())
+    return True
 
 
 def block_scores(spec: _Spec, q_rows: Tensor, k_keys: Tensor, bias_blk: Tensor | None, r0: int, j0: int,
@@ -174,8 +198,6 @@ class _ChunkedAttention(torch.autograd.Function):
         dparams = [torch.zeros_like(p) for p in params]
         L = q.shape[-2]
         dout_stat = dout.to(stat)
-        from .tiled import _manual_backward, _sum_to  # here: tiled imports this module
-
         manual = not params and _manual_backward(spec.score, spec.score_mod)
         if manual:  # a plain dot product with at most a parameter-free bias: ds flows by matrix products
             qf, kf, scale = spec.score.dot_form(q, k)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .chunked import _params, _Spec, block_scores
+from .chunked import _manual_backward, _params, _Spec, _sum_to, block_scores
 from .scores import Score
 
 #: target size in bytes of one block's float32 scores (rows per block = this / (B * H * S * 4)); measured on
@@ -52,29 +52,6 @@ def _rows(x: Tensor | None, i0: int, i1: int) -> Tensor | None:
     if x is None or x.dim() < 2 or x.shape[-2] == 1:
         return x
     return x[..., i0:i1, :]
-
-
-def _sum_to(x: Tensor, shape: torch.Size) -> Tensor:
-    """Sum ``x`` down to a shape it was broadcast from."""
-    lead = x.dim() - len(shape)
-    if lead:
-        x = x.sum(dim=tuple(range(lead)))
-    dims = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
-    return x.sum(dim=dims, keepdim=True) if dims else x
-
-
-def _manual_backward(score: Score, score_mod) -> bool:
-    """True when ds flows to q and k by matrix products: a plain dot product (no learned tensor in
-    ``compare``) with at most a parameter-free additive ``score_mod``."""
-    if type(score).dot_form is Score.dot_form or score.compare_uses_parameters:
-        return False
-    if score_mod is None:
-        return True
-    if not getattr(score_mod, "additive", False):
-        return False
-    if isinstance(score_mod, torch.nn.Module):
-        return not any(p.requires_grad for p in score_mod.parameters())
-    return True
 
 
 def _softmax_rows(s: Tensor) -> Tensor:
