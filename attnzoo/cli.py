@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .core import validate as V
 from .data import MissingDataError
+from .training import distributed
 from .training.checkpoint import TASK_COMMANDS, RunDirError, article
 
 
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(DIR/train_state.pt, atomically) every MINUTES (default 5), and always on Ctrl-C, on SIGTERM "
                     "(which then exits with status 143 once the run is saved and reported) and at the end")
     tr.add_argument("--checkpoint-every-steps", type=int, help=argparse.SUPPRESS)  # tests: minutes are too coarse
+    tr.add_argument("--eval-every-steps", type=int, help=argparse.SUPPRESS)  # tests: a loss curve step by step
     tr.add_argument("--data", metavar="FILE", help="your own data: seq2seq: a TSV of source<TAB>target lines "
                     "(required); lm: any UTF-8 text instead of the Shakespeare plays")
     tr.add_argument("--units", help="seq2seq: char (default) | word | bpe, or SOURCE,TARGET such as char,word")
@@ -187,7 +189,8 @@ _NUMBERS = {"--minutes": ("minutes", 0, False, "8"), "--epochs": ("epochs", 0, F
             "--beam": ("beam", 1, True, "5"), "--chars": ("chars", 1, True, "500"),
             "--temperature": ("temperature", 0, True, "0.8"), "--top-k": ("top_k", 1, True, "20"),
             "--top-p": ("top_p", 0, False, "0.9"), "--checkpoint-every": ("checkpoint_every", 0, False, "5"),
-            "--checkpoint-every-steps": ("checkpoint_every_steps", 1, True, "100")}
+            "--checkpoint-every-steps": ("checkpoint_every_steps", 1, True, "100"),
+            "--eval-every-steps": ("eval_every_steps", 1, True, "100")}
 
 
 def check_numbers(args) -> None:
@@ -270,8 +273,16 @@ def cmd_train(args) -> int:
                          f"{args.task} reads its own data set")
     if getattr(args, "units", None) is not None and args.task != "seq2seq":
         raise ValueError("--units is for `train seq2seq`")
-    return {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify,
-            "translate": _train_translate, "seq2seq": _train_seq2seq}[args.task](args)
+    train = {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify,
+             "translate": _train_translate, "seq2seq": _train_seq2seq}[args.task]
+    distributed.setup(args.device)  # several processes under torchrun; else nothing to do
+    try:
+        return train(args)
+    except distributed.WorkerFinished:  # ranks > 0: training is done, rank 0 tests and reports
+        return 0
+    finally:
+        distributed.teardown()
+
 
 
 def _resume_args(args) -> None:
@@ -350,7 +361,8 @@ def _common(args, batch_size: int) -> dict:
                 batch_size=batch_size if args.batch_size is None else args.batch_size,
                 **({} if args.checkpoint_every is None else {"checkpoint_every_minutes": args.checkpoint_every}),
                 **({} if args.checkpoint_every_steps is None else
-                   {"checkpoint_every_steps": args.checkpoint_every_steps}))
+                   {"checkpoint_every_steps": args.checkpoint_every_steps}),
+                **({} if args.eval_every_steps is None else {"eval_every_steps": args.eval_every_steps}))
 
 
 def _train_g2p(args) -> int:
@@ -472,6 +484,8 @@ def _train_classify(args) -> int:
 
 
 def _announce(args, cfg, model: str, attention: str, out: Path) -> None:
+    if not distributed.current().is_main:
+        return
     budget = f"{cfg.minutes:g} minutes" if cfg.minutes is not None else f"{cfg.epochs:g} epochs"
     if args.resume_state is not None:
         s = args.resume_state

@@ -129,7 +129,7 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
                                  "data": data_summary, "params": model.num_parameters()},
                        state=lambda: {"model": model.state_dict(), "vocab": vocab.to_list()},
                        resume=resume)
-    if not split.plays:  # your own text: keep the held-out parts, so that `attnzoo eval DIR` needs no file
+    if not split.plays and run.writes:  # your own text: keep the held-out parts (`attnzoo eval DIR` needs no file)
         for part in ("dev", "test"):
             (run.path / f"{part}.txt").write_text(getattr(split, part), encoding="utf-8")
 

@@ -232,8 +232,9 @@ def train(cfg: PairsConfig, out_dir: str | Path, attention: str | None = None,
     }, state=lambda: {"model": model.state_dict(), "units": {"source": source.to_state(),
                                                              "target": target.to_state()},
                       "max_ratio": max_ratio}, resume=resume)
-    write_pairs(run.path / "dev.tsv", split.dev)
-    write_pairs(run.path / "test.tsv", split.test)
+    if run.writes:  # (rank 0 under torchrun)
+        write_pairs(run.path / "dev.tsv", split.dev)
+        write_pairs(run.path / "test.tsv", split.test)
     primary = cfg.primary
     higher = primary == "bleu"
 

@@ -20,6 +20,7 @@ import torch
 
 from ..config import ConfigMixin
 from ..core import validate as V
+from . import distributed
 from .checkpoint import FORMAT_VERSION, TRAIN_STATE, RunDirError, load_run, save_checkpoint, write_json
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -38,6 +39,7 @@ class TrainOptions(ConfigMixin):
     precision: str = "auto"  # training matmuls: auto (bf16 where the hardware has it) | bf16 | fp32
     checkpoint_every_minutes: float = 5.0  # training state (train_state.pt) saved this often, on stop and at the end
     checkpoint_every_steps: int | None = None  # and every this many steps (for tests: minutes are too coarse)
+    eval_every_steps: int | None = None  # and evaluations every this many steps (for tests: a loss curve)
 
     default_minutes = 8.0  # class attributes a task overrides (not fields)
     default_lr = 1e-3
@@ -52,7 +54,7 @@ class TrainOptions(ConfigMixin):
         if self.lr is None:
             self.lr = self.default_lr
         for name in ("batch_size", "lr", "eval_every_minutes", "minutes", "epochs", "checkpoint_every_minutes",
-                     "checkpoint_every_steps"):
+                     "checkpoint_every_steps", "eval_every_steps"):
             if getattr(self, name) is not None:
                 V.check_positive(name, getattr(self, name))
 
@@ -81,11 +83,14 @@ class Seq2SeqOptions(TrainOptions):
 
 
 #: task options a resumed run may change: where it runs and how often it saves, never what it trains
-RESUME_MAY_CHANGE = ("device", "checkpoint_every_minutes", "checkpoint_every_steps")
+RESUME_MAY_CHANGE = ("device", "checkpoint_every_minutes", "checkpoint_every_steps", "eval_every_steps")
 
 
 class RunDirectory:
-    """One run's files: config.json, metrics.jsonl, checkpoint.pt, train_state.pt, metrics.json."""
+    """One run's files: config.json, metrics.jsonl, checkpoint.pt, train_state.pt, metrics.json.
+
+    Under torchrun only rank 0 writes (and checks a resumed run's config); on the other ranks every
+    method is a no-op, so task code calls them unconditionally."""
 
     def __init__(self, out: str | Path, config: dict, state: Callable[[], dict], resume: dict | None = None):
         """``state()`` returns what a checkpoint holds besides the config (weights, vocabularies).
@@ -94,9 +99,12 @@ class RunDirectory:
         :func:`~attnzoo.training.checkpoint.load_train_state`); ``config`` must then
         describe the same run (the same model, data and options), else RunDirError."""
         self.path = Path(out)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.config = {"format_version": FORMAT_VERSION, **config}
         self.state = state
+        self.writes = distributed.current().is_main  # False on ranks other than 0
+        if not self.writes:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
         if resume is None:
             write_json(self.path / "config.json", self.config)
             (self.path / "metrics.jsonl").write_text("")
@@ -122,29 +130,37 @@ class RunDirectory:
         (self.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in resume["records"]))
 
     def save(self, record: dict | None = None) -> None:
+        if not self.writes:
+            return
         save_checkpoint(self.path / "checkpoint.pt", {"task": self.config["task"],
                                                       "config": json.loads(json.dumps(self.config)),
                                                       "record": record or {}, **self.state()})
 
     def save_train_state(self, state: dict) -> None:
         """The trainer's on_checkpoint: the whole training state, atomically (a kill leaves the previous one)."""
+        if not self.writes:
+            return
         save_checkpoint(self.path / TRAIN_STATE, {"task": self.config["task"], "trainer": state})
 
     def on_record(self, record: dict, is_best: bool) -> None:
         """The trainer's callback: log every evaluation, checkpoint the best."""
+        if not self.writes:
+            return
         with (self.path / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
         if is_best:
             self.save(record)
 
     def write_metrics(self, metrics: dict) -> None:
+        if not self.writes:
+            return
         write_json(self.path / "metrics.json", metrics)
 
 
 def trainer_options(cfg: TrainOptions, run: RunDirectory) -> dict:
     """The Trainer keywords that make a task's run resumable (its checkpoints go to ``run``)."""
     return dict(on_checkpoint=run.save_train_state, checkpoint_every_minutes=cfg.checkpoint_every_minutes,
-                checkpoint_every_steps=cfg.checkpoint_every_steps)
+                checkpoint_every_steps=cfg.checkpoint_every_steps, eval_every_steps=cfg.eval_every_steps)
 
 
 def run_metrics(result) -> dict:
@@ -174,7 +190,7 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False; use --device cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return distributed.device_for(name)  # under torchrun: GPU LOCAL_RANK
 
 
 def check_options(kind: str, options: dict | None, config_cls, fixed: set[str]) -> None:

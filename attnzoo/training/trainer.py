@@ -44,6 +44,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
+
 log = logging.getLogger(__name__)
 
 
@@ -164,6 +166,12 @@ class Trainer:
     (to write metrics.jsonl and a checkpoint). ``on_checkpoint(state)`` is called
     with the training state every ``checkpoint_every_minutes`` (or
     ``checkpoint_every_steps``, for tests), when training stops and at the end.
+    ``eval_every_steps`` adds evaluations every that many steps (tests: a loss curve).
+
+    Under ``torchrun`` (see :mod:`attnzoo.training.distributed`) each process
+    trains on its part of every batch through DistributedDataParallel; rank 0
+    alone evaluates and checkpoints, and the other ranks raise
+    :class:`~attnzoo.training.distributed.WorkerFinished` once training ends.
     """
 
     def __init__(self, model: nn.Module, *, lr: float, budget: Budget, evaluate: Callable[[nn.Module], dict],
@@ -172,7 +180,7 @@ class Trainer:
                  weight_decay: float = 0.0, on_record: Callable[[dict, bool], Any] | None = None,
                  progress: bool | None = None, unit: str = "items", autocast_dtype: torch.dtype | None = None,
                  on_checkpoint: Callable[[dict], Any] | None = None, checkpoint_every_minutes: float = 5.0,
-                 checkpoint_every_steps: int | None = None):
+                 checkpoint_every_steps: int | None = None, eval_every_steps: int | None = None):
         self.model, self.budget, self.evaluate = model, budget, evaluate
         self.primary, self.higher_is_better = primary, higher_is_better
         self.eval_every = eval_every_minutes * 60
@@ -186,6 +194,7 @@ class Trainer:
         self.on_checkpoint = on_checkpoint
         self.checkpoint_every = checkpoint_every_minutes * 60
         self.checkpoint_every_steps = checkpoint_every_steps
+        self.eval_every_steps = eval_every_steps
 
     def lr_at(self, fraction: float) -> float:
         f = min(max(fraction, 0.0), 1.0)
@@ -234,9 +243,11 @@ class Trainer:
         last_ckpt_step = step
         eval_seconds = 0.0
         fault = _fault_injection()
+        place = distributed.current()
+        step_loss = distributed.wrap(self.model, loss_fn)  # loss_fn itself on one process
         bar = tqdm(total=total_steps or int(budget_s), initial=step if total_steps else int(elapsed0),
-                   unit="step" if total_steps else "s", disable=self.progress is False
-                   if self.progress is not None else None, dynamic_ncols=True, leave=True)
+                   unit="step" if total_steps else "s", disable=True if not place.is_main else
+                   self.progress is False if self.progress is not None else None, dynamic_ncols=True, leave=True)
         done = False
         consistent = True  # False inside a step: its update may be half applied
 
@@ -259,7 +270,7 @@ class Trainer:
 
         def checkpoint(finished: bool = False) -> None:
             nonlocal last_ckpt, last_ckpt_step
-            if self.on_checkpoint is not None:
+            if self.on_checkpoint is not None and place.is_main:
                 self.on_checkpoint(state(finished))
             last_ckpt, last_ckpt_step = time.monotonic(), step
 
@@ -272,6 +283,13 @@ class Trainer:
 
         def run_eval(final: bool) -> None:
             nonlocal best_state, last_eval, loss_sum, loss_n, eval_seconds
+            train_loss = loss_sum / max(loss_n, 1)
+            if place.enabled:  # every process takes part: the loss of the whole batches
+                mean_sum, mean_n = distributed.mean_over_processes(loss_sum, loss_n)
+                train_loss = mean_sum / max(mean_n, 1)
+                if not place.is_main:
+                    loss_sum, loss_n, last_eval = 0.0, 0, time.monotonic()
+                    return
             t0 = time.monotonic()
             self.model.eval()
             metrics = self.evaluate(self.model)
@@ -279,7 +297,7 @@ class Trainer:
             eval_seconds += time.monotonic() - t0
             record = {"step": step, "epoch": round(step / steps_per_epoch, 3),
                       "seconds": round(time.monotonic() - start, 1),
-                      "train_loss": round(loss_sum / max(loss_n, 1), 4),
+                      "train_loss": round(train_loss, 4),
                       "lr": self.optimizer.param_groups[0]["lr"], **metrics}
             loss_sum, loss_n = 0.0, 0
             value = metrics[self.primary]
@@ -302,11 +320,16 @@ class Trainer:
                 while not done:
                     # the same batches as an uninterrupted run: those of this epoch already trained are skipped
                     for batch in itertools.islice(batches(epoch), epoch_step, None):
+                        if place.enabled:
+                            if distributed.batch_size(batch) < place.world_size:
+                                epoch_step += 1  # too small to give every process a part (all skip it)
+                                continue
+                            batch = distributed.shard(batch, place)  # this process's part
                         consistent = False
                         for g in self.optimizer.param_groups:
                             g["lr"] = self.lr_at(fraction())
                         with autocast(self.model, self.autocast_dtype):
-                            loss, n_items = loss_fn(self.model, batch)
+                            loss, n_items = step_loss(self.model, batch)
                         if not torch.isfinite(loss):
                             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
                                                      "lower --lr or check the data")
@@ -319,7 +342,7 @@ class Trainer:
                         epoch_step += 1
                         loss_sum += loss.item()
                         loss_n += 1
-                        items += n_items
+                        items += n_items * place.world_size
                         consistent = True
                         now = time.monotonic()
                         elapsed = now - start
@@ -332,19 +355,28 @@ class Trainer:
                             bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}",
                                             rate=f"{rate:.0f} {self.unit}/s",
                                             epoch=f"{step / steps_per_epoch:.2f}", refresh=False)
-                        if budget_spent():
+                        spent, stopping = budget_spent(), signals.stop is not None
+                        eval_due = now - last_eval >= self.eval_every or bool(
+                            self.eval_every_steps and step % self.eval_every_steps == 0)
+                        ckpt_due = bool(self.checkpoint_every_steps and step - last_ckpt_step >=
+                                        self.checkpoint_every_steps) or now - last_ckpt >= self.checkpoint_every
+                        if place.enabled:  # the clocks and signals of all processes: all act at the same step
+                            spent, stopping, eval_due, ckpt_due = distributed.agree(spent, stopping, eval_due,
+                                                                                    ckpt_due)
+                            if stopping and signals.stop is None:
+                                signals.stop = "SIGTERM"  # another process was stopped
+                        if spent:
                             done = True
                             break
-                        if signals.stop is not None:
+                        if stopping:
                             break
-                        if now - last_eval >= self.eval_every:
+                        if eval_due:
                             run_eval(final=False)
-                        if (self.checkpoint_every_steps and step - last_ckpt_step >= self.checkpoint_every_steps) \
-                                or time.monotonic() - last_ckpt >= self.checkpoint_every:
+                        if ckpt_due:
                             checkpoint()
                         if fault is not None and step == fault[0]:
                             inject(signals)
-                        if signals.stop is not None:
+                        if signals.stop is not None and not place.enabled:  # (several: at the next step)
                             break
                     else:  # the epoch is over
                         epoch, epoch_step = epoch + 1, 0
@@ -366,6 +398,8 @@ class Trainer:
         # from here on Ctrl-C and SIGTERM act as usual: the state above is safe, a resumed run starts here
         result.train_seconds = time.monotonic() - start
         run_eval(final=True)
+        if not place.is_main:
+            raise distributed.WorkerFinished(f"rank {place.rank}: training done at step {step}")
         if consistent:
             checkpoint(finished=not result.interrupted)
         if best_state is not None:
