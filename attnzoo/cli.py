@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--beam", type=int, default=5, help="beam size for the test words (1 = greedy)")
     tr.add_argument("--batch-size", type=int, help="examples per step (default: g2p 256 words, lm 64 windows, "
                     "classify 128 images, translate 64 verses, seq2seq 64 pairs)")
-    tr.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 rnn, 1e-3 transformer)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default: the task's, e.g. g2p 3e-3 rnn, 2.5e-3 transformer)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
     tr.add_argument("--resume", metavar="DIR", help="continue the run in DIR (stopped by Ctrl-C or SIGTERM, or "
