@@ -25,6 +25,7 @@ heads, D head dim, ``dim`` model width.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import validate as V
@@ -73,6 +74,25 @@ class MultiHeadAttention(nn.Module):
         B, L, _ = x.shape
         return x.view(B, L, n, self.head_dim).transpose(1, 2)  # (B, n, L, D)
 
+    def _project_packed(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention's q, k and v from one matmul with [W_q; W_k; W_v] (x is read once, one GEMM
+        instead of three: what nn.MultiheadAttention's packed in_proj does; the three layers stay separate
+        parameters). The heads are views into the one (B, L, (H + 2G) D) result.
+
+        Projections that are not plain ``nn.Linear`` layers, or carry hooks (a LoRA wrapper, a
+        quantised layer, a user's hook), are called one by one, as they expect."""
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        if any(type(p) is not nn.Linear or p._forward_hooks or p._forward_pre_hooks for p in projs) or \
+                len({p.bias is None for p in projs}) > 1:
+            return (self._heads(self.q_proj(x), self.num_heads), self._heads(self.k_proj(x), self.num_kv_heads),
+                    self._heads(self.v_proj(x), self.num_kv_heads))
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # ((H+2G)D, dim)
+        bias = None if self.q_proj.bias is None else \
+            torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        qkv = F.linear(x, weight, bias)  # (B, L, (H+2G)D)
+        q, k, v = qkv.split([self.q_proj.out_features, self.k_proj.out_features, self.v_proj.out_features], dim=-1)
+        return self._heads(q, self.num_heads), self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)
+
     def forward(self, x: Tensor, key: Tensor | None = None, value: Tensor | None = None, *,
                 key_mask: Tensor | None = None, mask: Tensor | None = None, is_causal: bool = False,
                 need_weights: bool = False, cache: KVCache | None = None) -> AttentionOutput:
@@ -112,15 +132,17 @@ class MultiHeadAttention(nn.Module):
         if key is not None and value is not None and key.shape[1] != value.shape[1]:
             raise ValueError(f"key and value must have the same length S: key {V.fmt_shape(key.shape)}, "
                              f"value {V.fmt_shape(value.shape)}")
-        q = self._heads(self.q_proj(x), self.num_heads)  # (B, H, L, D)
         offset = 0 if cache is None or cross else cache.length  # absolute position of x[:, 0]
         if cross and cache is not None and cache.static:
+            q = self._heads(self.q_proj(x), self.num_heads)  # (B, H, L, D)
             k, v = cache.keys, cache.values  # (B, G, S, D) projected memory, reused
         else:
-            src_k = key if cross else x
-            src_v = (value if value is not None else key) if cross else x
-            k = self._heads(self.k_proj(src_k), self.num_kv_heads)  # (B, G, S_new, D)
-            v = self._heads(self.v_proj(src_v), self.num_kv_heads)  # (B, G, S_new, D)
+            if cross:
+                q = self._heads(self.q_proj(x), self.num_heads)  # (B, H, L, D)
+                k = self._heads(self.k_proj(key), self.num_kv_heads)  # (B, G, S_new, D)
+                v = self._heads(self.v_proj(value if value is not None else key), self.num_kv_heads)
+            else:
+                q, k, v = self._project_packed(x)  # (B, H, L, D), (B, G, L, D), (B, G, L, D)
             if self.rope is not None and not cross:
                 q, k = self.rope(q, k, q_offset=offset, k_offset=offset)
             if cache is not None:

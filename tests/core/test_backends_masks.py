@@ -157,3 +157,29 @@ def test_autocast_mixed_input_dtypes_are_accepted_and_close_to_float32():
         out = attend(q.bfloat16(), k, v).output  # an LSTM under autocast hands bf16 next to fp32
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
+
+
+def test_auto_materialises_on_cuda_while_the_gpu_has_room(monkeypatch):
+    """On CUDA one materialised kernel beats Python-level blocks: auto takes eager/sdpa up to the budget."""
+    import importlib
+
+    attend_module = importlib.import_module("attnzoo.core.attend")  # the module, not the function
+    from attnzoo.positions import ALiBi
+
+    monkeypatch.setattr(attend_module, "_cuda_memory", lambda index: 80 * 2 ** 30)  # an 80 GiB card
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert attend_module.materialise_budget(cuda) == 5 * 2 ** 30
+    assert attend_module.materialise_budget(cpu) == attend_module.CHUNKED_AUTO_BYTES
+    dot, additive = ScaledDotScore(), AdditiveScore(8, 8)
+    choose = attend_module.choose_backend
+    mid, huge = (1, 8, 4096, 4096), (8, 16, 16384, 16384)  # 512 MiB and 128 GiB of float32 scores
+    alibi = ALiBi(8)
+    assert choose("auto", dot, "softmax", False, alibi, grid=mid, device=cpu) == "chunked"
+    assert choose("auto", dot, "softmax", False, alibi, grid=mid, device=cuda) == "sdpa"
+    assert choose("auto", dot, "softmax", False, alibi, grid=huge, device=cuda) == "chunked"
+    assert choose("auto", dot, "softmax", True, None, grid=mid, device=cpu) == "tiled"
+    assert choose("auto", dot, "softmax", True, None, grid=mid, device=cuda) == "eager"
+    assert choose("auto", dot, "softmax", True, None, grid=huge, device=cuda) == "tiled"
+    assert choose("auto", additive, "softmax", False, None, grid=mid, device=cpu) == "chunked"
+    assert choose("auto", additive, "softmax", False, None, grid=mid, device=cuda) == "eager"
+    assert choose("auto", additive, "softmax", False, None, grid=huge, device=cuda) == "chunked"

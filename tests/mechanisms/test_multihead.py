@@ -150,3 +150,24 @@ def test_bad_multihead_input_is_named():
         m(torch.randn(2, 5, 16), key_mask=torch.ones(2, 5))
     with pytest.raises(ValueError, match="unknown positions"):
         MultiHeadAttention(16, 4, positions="rotary")
+
+
+def test_packed_qkv_projection_equals_three_projections_and_honours_hooks():
+    """Self-attention projects q, k, v with one matmul; a hooked or wrapped projection is called as itself."""
+    torch.manual_seed(0)
+    for kv_heads in (4, 2, 1):
+        mha = MultiHeadAttention(16, 4, num_kv_heads=kv_heads).double()
+        x = torch.randn(2, 5, 16, dtype=torch.float64)
+        q, k, v = mha._project_packed(x)
+        torch.testing.assert_close(q, mha._heads(mha.q_proj(x), 4), rtol=0, atol=1e-12)
+        torch.testing.assert_close(k, mha._heads(mha.k_proj(x), kv_heads), rtol=0, atol=1e-12)
+        torch.testing.assert_close(v, mha._heads(mha.v_proj(x), kv_heads), rtol=0, atol=1e-12)
+    calls = []
+    handle = mha.k_proj.register_forward_hook(lambda m, args, out: calls.append(out.shape) or out * 0)
+    out = mha(x).output
+    handle.remove()
+    assert calls == [(2, 5, 1 * 4)]  # the hook ran (one kv head of size 4)...
+    k0 = mha._heads(mha.k_proj(x) * 0, 1)
+    ref = mha.o_proj((torch.softmax(mha._heads(mha.q_proj(x), 4) @ k0.transpose(-1, -2) / 2, -1)
+                      @ mha._heads(mha.v_proj(x), 1)).transpose(1, 2).reshape(2, 5, 16))
+    torch.testing.assert_close(out, ref)  # ...and its zeroed keys were used
