@@ -12,7 +12,8 @@ another. Then:
   metric, in its direction): rank, mechanism, that metric as mean ± sample
   standard deviation over the seeds, parameters, training throughput (items per
   second of training steps, evaluations excluded) and decoding speed (test
-  items decoded per second, beam search included; for the tasks that decode);
+  items decoded per second, beam search included; for the tasks that decode),
+  both the fastest seed's;
 * ``OUT/compare.json`` holds the rows (every seed's value, mean, std, min, max);
 * ``OUT/compare.html``, self-contained like a run's report, shows the table,
   the learning curves of every run on one plot (train loss and the dev metric
@@ -77,9 +78,9 @@ class Row:
     higher_is_better: bool
     values: list[float]  # one per seed, in seed order
     params: int
-    train_items_per_second: float | None  # mean over the seeds (None: runs from before attnzoo recorded it)
+    train_items_per_second: float | None  # the fastest seed's: other load only slows a run (None: not recorded)
     train_unit: str | None
-    decode_items_per_second: float | None  # test items decoded per second, mean over the seeds; None: no decoding
+    decode_items_per_second: float | None  # test items decoded per second, the fastest seed's; None: no decoding
     decode_unit: str | None
     runs: list[str]  # run directories, relative to the compare directory
     rank: int = 0  # 1 = best; equal means share a rank
@@ -103,7 +104,7 @@ def main(args) -> int:
     """`attnzoo compare`: train what is missing, then print the leaderboard and write the pages."""
     plan = make_plan(args)
     todo = [(a, s) for a in plan.mechanisms for s in plan.seeds]
-    log.info("compare: %d mechanisms x %d seeds = %d runs of %s, one after another, in %s", len(plan.mechanisms),
+    log.info("%d mechanisms x %d seeds = %d runs of %s, one after another, in %s", len(plan.mechanisms),
              len(plan.seeds), len(todo), plan.task, plan.out)
     try:
         for i, (attention, seed) in enumerate(todo, 1):
@@ -174,11 +175,11 @@ def train_one(args, plan: ComparePlan, attention: str, seed: int, which: str) ->
     metrics = _read_metrics(run_dir)
     if metrics is not None and not metrics.get("interrupted"):
         check_same_run(args, run_dir, attention, seed)
-        log.info("compare: skipping run %s, %s seed %d: already trained (%s exists)", which, attention, seed,
+        log.info("skipping run %s, %s seed %d: already trained (%s exists)", which, attention, seed,
                  run_dir / "metrics.json")
         return 0
     resume = (run_dir / TRAIN_STATE).is_file()
-    log.info("compare: run %s: %s seed %d -> %s%s", which, attention, seed, run_dir,
+    log.info("run %s: %s seed %d -> %s%s", which, attention, seed, run_dir,
              " (resuming from its training state)" if resume else "")
     code = cli.cmd_train(train_args(args, attention, seed, run_dir, resume))
     metrics = _read_metrics(run_dir)
@@ -253,9 +254,9 @@ def collect(plan: ComparePlan) -> list[Row]:
         rows.append(Row(attention=attention, primary=first["primary"]["name"],
                         higher_is_better=bool(first["primary"]["higher_is_better"]),
                         values=[float(m["primary"]["value"]) for m in ms], params=int(first["params"]),
-                        train_items_per_second=_mean([m.get("train_items_per_second") for m in ms]),
+                        train_items_per_second=_fastest([m.get("train_items_per_second") for m in ms]),
                         train_unit=first.get("train_unit"),
-                        decode_items_per_second=_mean([m.get("decode_items_per_second") for m in ms]),
+                        decode_items_per_second=_fastest([m.get("decode_items_per_second") for m in ms]),
                         decode_unit=first.get("decode_unit"), runs=[d.name for d in dirs]))
     return rows
 
@@ -290,16 +291,22 @@ def board_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
 
     r0 = rows[0]
     seeds = len(r0.values)
+    decodes = _decodes(rows)
     headers = ["rank", "attention", f"test {r0.primary}" + (" (mean ± std)" if seeds > 1 else ""), "params",
-               f"train {r0.train_unit or 'items'}/s", f"decode {r0.decode_unit or 'items'}/s"]
+               f"train {r0.train_unit or 'items'}/s"] + ([f"decode {r0.decode_unit or 'items'}/s"] if decodes else [])
     cells = []
     for r in rows:
         value = format_value(r.primary, r.mean)
         if seeds > 1:
             value += f" ± {format_value(r.primary, r.std)}"
-        cells.append([str(r.rank), r.attention, value, _params(r.params), _speed(r.train_items_per_second),
-                      _speed(r.decode_items_per_second)])
+        cells.append([str(r.rank), r.attention, value, _params(r.params), _speed(r.train_items_per_second)]
+                     + ([_speed(r.decode_items_per_second)] if decodes else []))
     return headers, cells
+
+
+def _decodes(rows: list[Row]) -> bool:
+    """Whether the task decodes (its runs record a decoding speed): the leaderboard then has that column."""
+    return any(r.decode_items_per_second is not None for r in rows)
 
 
 def format_board(rows: list[Row]) -> str:
@@ -321,9 +328,10 @@ def _speed(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def _mean(values: list) -> float | None:
+def _fastest(values: list) -> float | None:
+    """The best of the seeds' speeds, as timings are usually reported: other work on the machine only slows a run."""
     known = [v for v in values if v is not None]
-    return statistics.fmean(known) if known else None
+    return max(known) if known else None
 
 
 # ----------------------------------------------------------------------------- compare.json, compare.html
@@ -364,10 +372,12 @@ def write_pages(plan: ComparePlan, rows: list[Row], config: dict, title: str, be
              ("The metric is the mean over the seeds ± the sample standard deviation (compare.json has every "
               "seed's value, the min and the max)." if n > 1 else "One seed per mechanism: no spread."),
              f"Training speed: {rows[0].train_unit or 'items'} per second of training steps (evaluations "
-             "excluded). Decoding speed: test items decoded per second with the run's beam, scoring included."]
+             "excluded)." + (" Decoding speed: test items decoded per second with the run's beam, scoring "
+                             "included." if _decodes(rows) else "") + " Speeds are the fastest seed's: other work on "
+             "the machine can only slow a run down."]
     write_comparison(plan.out / "compare.html", title=f"Comparison: {plan.task} · {config.get('model')}",
                      subtitle=title, headers=headers, rows=cells, links=[f"{r.runs[0]}/report.html" for r in rows],
-                     numeric=[True, False, True, True, True, True], curves_png=curves, columns=order,
+                     numeric=[i != 1 for i in range(len(headers))], curves_png=curves, columns=order,
                      examples=examples, maps_note=maps_note, notes=notes)
 
 
@@ -401,7 +411,7 @@ def attention_examples(task: str, runs: dict[str, Path], count: int, beam: int,
 
 @dataclass
 class _Examples:
-    """Examples of a decoding task: the inputs, a caption each, and how to draw one model's outputs."""
+    """The test examples of a decoding task: what each model decodes, and what the page says of it."""
 
     inputs: list[str]
     captions: list[str]
@@ -473,7 +483,7 @@ def _lm_examples(runs, config, count, beam, device):
 
     first = next(iter(runs.values()))
     text = lm.held_out_text(first, config)["test"]
-    cells = {}
+    cells, sample = {}, text[:32]
     for attention, run_dir in runs.items():
         run = load(run_dir, device)
         sample = text[:min(32, run.model.config.context)]  # one window: the model sees at most `context`
@@ -483,7 +493,7 @@ def _lm_examples(runs, config, count, beam, device):
         labels = [{" ": "␣", "\n": "⏎"}.get(c, c) for c in sample]
         grid = weights[-1][0].float().mean(0).cpu()  # (T, T): the last layer's heads averaged
         cells[attention] = {"png": alignment_png_bytes(grid, labels, labels), "caption": "last layer, heads averaged"}
-    return [{"caption": f"the first test characters: {text[:32]!r}", "cells": cells}], (
+    return [{"caption": f"the first test characters: {sample!r}", "cells": cells}], (
         "Causal self-attention of each mechanism's model (first seed) on the same test characters: rows are the "
         "positions predicting, columns those they attend to.")
 
@@ -504,8 +514,9 @@ def _classify_examples(runs, config, count, beam, device):
         maps = weights[-1][:, :, 0, 1:].float().mean(1).view(-1, side, side).cpu()  # (N, side, side)
         for i, item in enumerate(examples):
             pred = CLASSES[int(logits[i].argmax())]
+            mark = "✓" if pred == CLASSES[int(labels[i])] else "✗"
             item["cells"][attention] = {"png": class_attention_png_bytes(images[i, 0], maps[i][None, None]),
-                                        "caption": f"predicted {pred} {'✓' if pred == CLASSES[int(labels[i])] else '✗'}"}
+                                        "caption": f"predicted {pred} {mark}"}
     return examples, ("The class token's attention over the patches in each mechanism's model (first seed), last "
                       "layer, heads averaged.")
 

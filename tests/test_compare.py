@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from attnzoo.cli import main
-from attnzoo.compare import Row, leaderboard, format_board, parse_mechanisms
+from attnzoo.compare import Row, attention_examples, leaderboard, format_board, parse_mechanisms
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_cli_errors import edit_json, tiny_g2p_run  # noqa: E402
 from test_seq2seq_task import TINY_ARGS, reversal_pairs, write_tsv  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -61,17 +62,21 @@ def test_parse_mechanisms_keeps_the_order_given():
 
 
 def test_leaderboard_ranks_in_the_metrics_direction_with_mean_and_std():
-    def row(name, values, higher):
-        return Row(name, "bleu" if higher else "wer", higher, values, 1000, 10.0, "words", None, None, [f"{name}-seed0"])
+    def row(name, values, higher, decode=None):
+        return Row(name, "bleu" if higher else "wer", higher, values, 1000, 10.0, "words", decode, "words",
+                   [f"{name}-seed0"])
 
-    lower = leaderboard([row("a", [0.30, 0.32], False), row("b", [0.20, 0.22], False), row("c", [0.305, 0.305], False)])
+    lower = leaderboard([row("a", [0.30, 0.32], False), row("b", [0.20, 0.22], False),
+                         row("c", [0.305, 0.305], False, decode=1234.5)])
     assert [r.attention for r in lower] == ["b", "c", "a"] and [r.rank for r in lower] == [1, 2, 3]
     assert lower[0].std == pytest.approx(0.0141421, rel=1e-4) and lower[1].std == 0
     higher = leaderboard([row("a", [10.0], True), row("b", [20.0], True), row("c", [10.0], True)])
     assert [r.attention for r in higher] == ["b", "a", "c"] and [r.rank for r in higher] == [1, 2, 2]
     text = format_board(lower).splitlines()
-    assert len(text) == 4 and "test wer (mean ± std)" in text[0] and "train words/s" in text[0]
-    assert re.search(r"1\s+b\s+21\.00% ± 1\.41%\s+1,000\s+10\s+—", text[1]), text[1]
+    assert len(text) == 4 and "test wer (mean ± std)" in text[0] and "train words/s  decode words/s" in text[0]
+    assert re.search(r"1\s+b\s+21\.00% ± 1\.41%\s+1,000\s+10\s+—$", text[1]), text[1]  # b records no decoding
+    assert text[2].endswith(" 1,234") and "30.50% ± 0.00%" in text[2]
+    assert "decode" not in format_board(higher).splitlines()[0]  # no run decodes: no such column
 
 
 def test_a_finished_run_trained_with_another_budget_is_refused_not_mixed_in(tmp_path, capsys):
@@ -136,7 +141,7 @@ def test_compare_trains_each_mechanism_then_skips_or_resumes_on_rerun(tmp_path, 
     stamps = {r: (out / f"{r}-seed0" / "metrics.json").stat().st_mtime_ns for r in ("additive", "dot")}
     caplog.clear()
     assert main(argv) == 0
-    skipped = [m for m in caplog.messages if m.startswith("compare: skipping")]
+    skipped = [m for m in caplog.messages if m.startswith("skipping")]
     assert len(skipped) == 2 and "already trained" in skipped[0]
     assert stamps == {r: (out / f"{r}-seed0" / "metrics.json").stat().st_mtime_ns for r in ("additive", "dot")}
 
@@ -161,4 +166,39 @@ def test_compare_lm_on_a_text_file_with_the_multi_head_variants(tmp_path, capsys
     assert all(r["train_unit"] == "chars" and r["decode_items_per_second"] is None for r in rows)
     html = (out / "compare.html").read_text()
     assert all(img[:8] == PNG for img in image_sources(html, out)) and html.count("<img") == 1 + 2
-    assert "—" in capsys.readouterr().out  # no decoding speed for a language model
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rank"))
+    assert "train chars/s" in header and "decode" not in header  # a language model decodes no test items
+
+
+def tiny_classify_run(path: Path) -> Path:
+    """An untrained 1-layer ViT's run directory, written as `attnzoo train classify` writes it."""
+    import torch
+
+    from attnzoo.tasks import classify
+    from attnzoo.training.run import RunDirectory
+
+    torch.manual_seed(0)
+    model = classify.build_model("mha", {"dim": 16, "num_heads": 2, "layers": 1})
+    run = RunDirectory(path, {"task": "classify", "model": "vit", "attention": "mha", "task_config": {"seed": 0},
+                              "model_config": model.config.to_dict()}, state=lambda: {"model": model.state_dict()})
+    run.save({})
+    return path
+
+
+@pytest.mark.slow
+def test_the_same_test_examples_go_through_every_run_g2p_and_classify(tmp_path):
+    """The example pickers of the tasks the seq2seq runs above do not reach, on untrained tiny runs."""
+    runs = {}
+    for name in ("a", "b"):
+        runs[name] = tiny_g2p_run(tmp_path / f"g2p-{name}")
+        edit_json(runs[name] / "config.json", task_config={"seed": 0, "split": "standard"})
+    examples, note = attention_examples("g2p", runs, 3, 1, "cpu")
+    assert len(examples) == 3 and "letters" in note
+    assert all(set(e["cells"]) == {"a", "b"} and e["cells"]["a"]["png"][:8] == PNG for e in examples)
+    assert all("(reference " in e["caption"] for e in examples)
+
+    runs = {name: tiny_classify_run(tmp_path / f"vit-{name}") for name in ("mha", "mqa")}
+    examples, note = attention_examples("classify", runs, 2, 1, "cpu")
+    assert len(examples) == 2 and examples[0]["caption"].startswith("test image 0: ") and "class token" in note
+    assert all(c["png"][:8] == PNG and c["caption"].startswith("predicted ") for e in examples
+               for c in e["cells"].values())
