@@ -14,6 +14,7 @@
     attnzoo train seq2seq --data pairs.tsv [--units char|word|bpe]   your own source<TAB>target pairs
     attnzoo train lm --data corpus.txt             a character LM on your own text
     attnzoo bench [--quick] [--case NAME]          attnzoo against its peers: time, GFLOP/s, peak memory
+    attnzoo compare TASK --attention a,b,c [--minutes M | --epochs E] [--seeds N]   mechanisms side by side
 
 Errors in what was asked (an unknown command, task, name or option, a bad
 value, an unreadable or foreign run directory, a missing data package) print
@@ -154,6 +155,32 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--out", help="PNG path (default: RUN_DIR/alignment-WORD.png)")
     sh.add_argument("--beam", type=int, default=5)
 
+    co = sub.add_parser("compare", help="train several mechanisms on one task under one budget, the same data "
+                        "and seeds, then print a leaderboard and write compare.html (table, learning curves, "
+                        "attention maps side by side) and compare.json")
+    co.add_argument("task", choices=TASKS)
+    co.add_argument("--attention", required=True, metavar="A,B,...", help="the mechanisms, comma-separated, e.g. "
+                    "additive,dot,location_aware (see `attnzoo list`)")
+    co.add_argument("--model", help="architecture, as for `attnzoo train`")
+    budget = co.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="every run's training wall-clock budget (default: the task's)")
+    budget.add_argument("--epochs", type=float, help="every run's fixed amount of training (step-equal runs)")
+    co.add_argument("--seeds", type=int, default=1, help="runs per mechanism, with seeds --seed, --seed + 1, ... "
+                    "(the leaderboard shows mean ± std over them)")
+    co.add_argument("--seed", type=int, default=0, help="the first seed")
+    co.add_argument("--out", help="compare directory: one run directory per mechanism and seed (NAME-seedS/), "
+                    "compare.html, compare.json, curves.png (default: runs/compare-TASK[-MODEL]-A-B-...); rerunning "
+                    "the same command skips the runs that finished and resumes a stopped one")
+    co.add_argument("--examples", type=int, default=4, help="test examples whose attention maps compare.html shows")
+    co.add_argument("--device", default="auto", help="auto | cpu | cuda")  # the rest as `attnzoo train` takes them
+    co.add_argument("--split", default="standard", help="g2p: standard | random")
+    co.add_argument("--beam", type=int, default=5, help="beam size for the test items (1 = greedy)")
+    co.add_argument("--batch-size", type=int, help="examples per step (default: the task's)")
+    co.add_argument("--lr", type=float, help="peak learning rate (default: the task's)")
+    co.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option for every run (repeatable)")
+    co.add_argument("--data", metavar="FILE", help="seq2seq: a TSV of source<TAB>target lines; lm: a text file")
+    co.add_argument("--units", help="seq2seq: char (default) | word | bpe, or SOURCE,TARGET")
+
     be = sub.add_parser("bench", help="time and measure attnzoo against its peers (nn.MultiheadAttention, SDPA, "
                         "x-transformers, naive additive, full recomputation)")
     be.add_argument("--quick", action="store_true", help="small sizes only (seconds)")
@@ -190,7 +217,8 @@ _NUMBERS = {"--minutes": ("minutes", 0, False, "8"), "--epochs": ("epochs", 0, F
             "--temperature": ("temperature", 0, True, "0.8"), "--top-k": ("top_k", 1, True, "20"),
             "--top-p": ("top_p", 0, False, "0.9"), "--checkpoint-every": ("checkpoint_every", 0, False, "5"),
             "--checkpoint-every-steps": ("checkpoint_every_steps", 1, True, "100"),
-            "--eval-every-steps": ("eval_every_steps", 1, True, "100")}
+            "--eval-every-steps": ("eval_every_steps", 1, True, "100"),
+            "--seeds": ("seeds", 1, True, "3"), "--examples": ("examples", 1, True, "4")}
 
 
 def check_numbers(args) -> None:
@@ -607,6 +635,12 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from . import compare
+
+    return compare.main(args)
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -614,7 +648,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"bench": cmd_bench, "list": cmd_list, "train": cmd_train, "eval": cmd_eval, "pronounce": cmd_pronounce, "show": cmd_show,
-            "generate": cmd_generate, "translate": cmd_translate}
+            "generate": cmd_generate, "translate": cmd_translate, "compare": cmd_compare}
 
 
 def _fail(e: BaseException) -> int:

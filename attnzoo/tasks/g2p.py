@@ -31,7 +31,7 @@ from ..data.vocab import Vocab
 from ..models.decoding import decode
 from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, restore_seq2seq
 from ..training.checkpoint import load_run
-from ..training.run import (RunDirectory, Seq2SeqOptions, load_task_run, resolve_device,
+from ..training.run import (RunDirectory, Seq2SeqOptions, decode_speed, load_task_run, resolve_device,
                              run_metrics, trainer_options)
 from ..training.metrics import g2p_scores
 from ..training.trainer import Budget, Trainer, resolve_precision
@@ -180,6 +180,7 @@ def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
 
     t_dec = time.monotonic()
     dev = evaluate_words(g2p, split.dev, cfg.beam_size, cfg.length_penalty)
+    t_test = time.monotonic()
     test = evaluate_words(g2p, split.test, cfg.beam_size, cfg.length_penalty)
     decode_seconds = time.monotonic() - t_dec
     metrics = {
@@ -189,7 +190,7 @@ def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
         "dev": dev, "test": test,
         "split": cfg.split, "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
         "beam_size": cfg.beam_size, "decode_seconds": round(decode_seconds, 1),
-        **run_metrics(result),
+        **decode_speed(test["words"], time.monotonic() - t_test, "words"), **run_metrics(result),
     }
     run.write_metrics(metrics)
     write_g2p_report(out, g2p, split.test, metrics, run.config, result.records, cfg)

@@ -34,8 +34,8 @@ from ..models.decoding import decode
 from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, restore_seq2seq
 from ..training.checkpoint import load_run
 from ..training.metrics import g2p_scores
-from ..training.run import (RunDirectory, Seq2SeqOptions, load_task_run, resolve_device, run_metrics,
-                            trainer_options)
+from ..training.run import (RunDirectory, Seq2SeqOptions, decode_speed, load_task_run, resolve_device,
+                            run_metrics, trainer_options)
 from ..training.trainer import Budget, Trainer, resolve_precision
 from .g2p import G2P_MODEL_DEFAULTS
 from .translate import TRANSLATE_MODEL_DEFAULTS, corpus_scores
@@ -259,6 +259,7 @@ def train(cfg: PairsConfig, out_dir: str | Path, attention: str | None = None,
 
     t_dec = time.monotonic()
     dev = evaluate_pairs(transducer, split.dev, cfg.beam_size, cfg.length_penalty)
+    t_test = time.monotonic()
     test = evaluate_pairs(transducer, split.test, cfg.beam_size, cfg.length_penalty)
     metrics = {
         "task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
@@ -266,7 +267,8 @@ def train(cfg: PairsConfig, out_dir: str | Path, attention: str | None = None,
         "primary": {"name": primary, "value": test[primary], "higher_is_better": higher},
         "dev": dev, "test": test, "units": cfg.units, "steps": result.steps,
         "epochs": round(result.steps / steps_per_epoch, 2), "beam_size": cfg.beam_size,
-        "decode_seconds": round(time.monotonic() - t_dec, 1), **run_metrics(result),
+        "decode_seconds": round(time.monotonic() - t_dec, 1),
+        **decode_speed(test["sources"], time.monotonic() - t_test, "sources"), **run_metrics(result),
     }
     run.write_metrics(metrics)
     write_seq2seq_report(run.path, transducer, split.test, metrics, run.config, result.records, cfg)

@@ -32,7 +32,7 @@ from ..data.vocab import Vocab
 from ..models.decoding import decode
 from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, restore_seq2seq
 from ..training.checkpoint import load_run
-from ..training.run import (RunDirectory, Seq2SeqOptions, load_task_run, resolve_device,
+from ..training.run import (RunDirectory, Seq2SeqOptions, decode_speed, load_task_run, resolve_device,
                              run_metrics, trainer_options)
 from ..training.trainer import Budget, Trainer, resolve_precision
 
@@ -225,6 +225,7 @@ def train(cfg: TranslateConfig, out_dir: str | Path, attention: str | None = Non
 
     t_dec = time.monotonic()
     dev = evaluate_verses(translator, split.dev, cfg.beam_size, cfg.length_penalty)
+    t_test = time.monotonic()
     test = evaluate_verses(translator, split.test, cfg.beam_size, cfg.length_penalty)
     metrics = {
         "task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
@@ -232,7 +233,7 @@ def train(cfg: TranslateConfig, out_dir: str | Path, attention: str | None = Non
         "primary": {"name": "bleu", "value": test["bleu"], "higher_is_better": True},
         "dev": dev, "test": test, "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
         "beam_size": cfg.beam_size, "decode_seconds": round(time.monotonic() - t_dec, 1),
-        **run_metrics(result),
+        **decode_speed(test["sentences"], time.monotonic() - t_test, "verses"), **run_metrics(result),
     }
     run.write_metrics(metrics)
     write_translate_report(run.path, translator, split.test, metrics, run.config, result.records, cfg)

@@ -164,13 +164,22 @@ def trainer_options(cfg: TrainOptions, run: RunDirectory) -> dict:
 
 
 def run_metrics(result) -> dict:
-    """What metrics.json says of how training went: steps, stops and resumes."""
+    """What metrics.json says of how training went: stops, resumes and throughput."""
     out = {"interrupted": result.interrupted}
     if result.stopped_by:
         out["stopped_by"] = result.stopped_by
     if result.resumed_from is not None:
         out["resumed_from_step"] = result.resumed_from
+    if result.items_per_second is not None:  # training throughput, evaluations excluded (this process's steps)
+        out["train_items_per_second"] = round(result.items_per_second, 1)
+        out["train_unit"] = result.unit
     return out
+
+
+def decode_speed(items: int, seconds: float, unit: str) -> dict:
+    """What metrics.json says of decoding: test items (words, verses, sources) decoded per second, beam
+    search and scoring included."""
+    return {"decode_items_per_second": round(items / max(seconds, 1e-9), 1), "decode_unit": unit}
 
 
 def load_task_run(run_dir: str | Path, task: str, build: Callable[[dict, dict], Any]) -> tuple[dict, Any]:

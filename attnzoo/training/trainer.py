@@ -72,6 +72,10 @@ class TrainResult:
     interrupted: bool = False
     stopped_by: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped training
     resumed_from: int | None = None  # the step a resumed run started from
+    items: int = 0  # examples (words, verses, characters, images) trained on by this process
+    items_per_second: float | None = None  # training throughput: items / seconds of training steps, evaluations
+    #                                        excluded (None when this process trained no step)
+    unit: str = "items"  # what an item is (the Trainer's unit)
 
 
 #: the training state's own version (inside the file's format_version): bumped when its keys change meaning
@@ -208,7 +212,7 @@ class Trainer:
         """Train within the budget; ``resume``: a state that ``on_checkpoint`` received, to continue from."""
         budget_s = None if self.budget.minutes is None else self.budget.minutes * 60
         total_steps = None if self.budget.epochs is None else max(1, int(self.budget.epochs * steps_per_epoch))
-        result = TrainResult()
+        result = TrainResult(unit=self.unit)
         best_state = None
         step, epoch, epoch_step = 0, 0, 0  # epoch_step: batches of `epoch` already trained
         elapsed0 = since_eval = 0.0
@@ -397,6 +401,9 @@ class Trainer:
                 inject(signals)  # the last step: killed once its state is saved, before the final evaluation
         # from here on Ctrl-C and SIGTERM act as usual: the state above is safe, a resumed run starts here
         result.train_seconds = time.monotonic() - start
+        result.items = items
+        if items:
+            result.items_per_second = items / max(time.monotonic() - tick - eval_seconds, 1e-9)
         run_eval(final=True)
         if not place.is_main:
             raise distributed.WorkerFinished(f"rank {place.rank}: training done at step {step}")

@@ -12,6 +12,10 @@ Records may miss keys (a training-loss line without a dev evaluation, say):
 each curve uses the records that have both its x value and its metric.
 Non-numeric, boolean and non-finite values are skipped.
 
+:func:`overlay_curves_png_bytes` draws several runs on the same axes (one
+line per run, one colour per group of runs, e.g. a mechanism's seeds), which
+is how ``attnzoo compare`` shows its runs' learning.
+
 Figures use an Agg canvas directly; :mod:`matplotlib.pyplot` is never imported.
 """
 
@@ -25,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from attnzoo.viz.heatmap import figure_png_bytes, new_figure
 
-__all__ = ["learning_curves_png_bytes", "plot_learning_curves"]
+__all__ = ["learning_curves_png_bytes", "overlay_curves_png_bytes", "plot_learning_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +103,54 @@ def learning_curves_png_bytes(
         ax.set_ylabel(name, parse_math=False)
         ax.grid(True, alpha=0.3)
     axes[-1].set_xlabel(x, parse_math=False)
+    fig.align_ylabels(axes)
+    return figure_png_bytes(fig)
+
+
+def overlay_curves_png_bytes(
+    series: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str],
+    x: str = "step",
+    x_label: str | None = None,
+) -> bytes:
+    """Several runs' learning curves on shared axes, to PNG bytes.
+
+    Args:
+        series: one item per run, ``{"label": str, "group": str, "records":
+            [record, ...]}``; runs of one group (a mechanism's seeds) share a
+            colour, and the legend names each group once.
+        metrics: names to plot, one subplot each, stacked, sharing the x axis.
+        x: the record key of the x axis (``step``, ``epoch``, ``seconds``, or
+            any key the caller added, e.g. ``minutes``).
+        x_label: the x axis's label (default ``x``).
+
+    A metric no run recorded gets an empty subplot marked "no values".
+    """
+    names = list(metrics)
+    if not names:
+        raise ValueError("metrics must name at least one record key to plot, e.g. ['train_loss']")
+    groups = list(dict.fromkeys(str(item.get("group", item.get("label", ""))) for item in series))
+    colours = {group: f"C{i % 10}" for i, group in enumerate(groups)}
+    height = min(_MAX_HEIGHT, 0.8 + 2.4 * len(names))
+    fig = new_figure((_WIDTH + 1.5, height))
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, name in zip(axes, names):
+        labelled: set[str] = set()
+        for item in series:
+            group = str(item.get("group", item.get("label", "")))
+            xs, ys = _points([r for r in item.get("records", ()) if isinstance(r, Mapping)], x, name)
+            if not xs:
+                continue
+            ax.plot(xs, ys, color=colours[group], marker="o" if len(xs) <= 30 else None, markersize=3,
+                    alpha=0.85, label=None if group in labelled else group)
+            labelled.add(group)
+        if not labelled:
+            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.set_ylabel(name, parse_math=False)
+        ax.grid(True, alpha=0.3)
+    if groups:
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    axes[-1].set_xlabel(x_label or x, parse_math=False)
     fig.align_ylabels(axes)
     return figure_png_bytes(fig)
 

@@ -84,6 +84,9 @@ def test_trainer_fits_keeps_best_and_follows_the_budget():
     res = tr.fit(batches, steps_per_epoch=8, loss_fn=loss_fn)
     assert res.steps == 240 and not res.interrupted
     assert res.best["mse"] == min(calls) < 0.01
+    assert res.items == 240 * 32 and res.unit == "items" and res.items_per_second > 0  # throughput for metrics.json
+    from attnzoo.training.run import run_metrics
+    assert run_metrics(res)["train_items_per_second"] == round(res.items_per_second, 1)
     assert tr.lr_at(0.0) == 0.0 and tr.lr_at(1.0) == pytest.approx(0.05 * 0.05)
 
 

@@ -17,9 +17,11 @@ from attnzoo.viz import (
     alignment_png_bytes,
     figure_png_bytes,
     learning_curves_png_bytes,
+    overlay_curves_png_bytes,
     plot_alignment,
     plot_learning_curves,
     save_alignment,
+    write_comparison,
     write_report,
 )
 from attnzoo.viz.heatmap import new_figure
@@ -220,3 +222,32 @@ def test_import_does_not_load_pyplot():
     repo_root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=repo_root, timeout=120)
     assert result.returncode == 0
+
+
+# --------------------------------------------------------------------------- runs side by side
+def test_overlay_curves_draw_every_run_on_shared_axes():
+    records = [{"seconds": 60.0 * i, "minutes": i, "train_loss": 2.0 / (i + 1), "dev_wer": 0.5 - 0.1 * i}
+               for i in range(4)]
+    series = [{"label": f"{g} seed {s}", "group": g, "records": records} for g in ("additive", "dot") for s in (0, 1)]
+    png = overlay_curves_png_bytes(series, ["train_loss", "dev_wer"], x="minutes")
+    assert png[:8] == PNG_MAGIC and png_size(png)[1] > png_size(png)[0] / 3  # two stacked subplots
+    assert overlay_curves_png_bytes([], ["dev_wer"])[:8] == PNG_MAGIC  # nothing recorded: an empty subplot
+    with pytest.raises(ValueError, match="metrics must name"):
+        overlay_curves_png_bytes(series, [])
+
+
+def test_comparison_page_is_self_contained_and_escaped(tmp_path):
+    cell = {"png": alignment_png_bytes(random_alignment(2, 3), list("abc"), ["x", "y"]), "caption": "x y <✓>"}
+    path = write_comparison(
+        tmp_path / "compare.html", title="Comparison <g2p>", subtitle="1 minute per run",
+        headers=["rank", "attention", "test wer"], rows=[["1", "dot", "20.00%"], ["2", "additive", "21.00%"]],
+        links=["dot-seed0/report.html", None], numeric=[True, False, True],
+        curves_png=figure_png_bytes(new_figure((2, 2))), columns=["dot", "additive"],
+        examples=[{"caption": "abc", "cells": {"dot": cell}}], notes=["std over seeds"])
+    html = path.read_text()
+    assert "Comparison &lt;g2p&gt;" in html and "x y &lt;✓&gt;" in html and "<script" not in html
+    assert 'href="dot-seed0/report.html"' in html and html.count("<img") == 2  # curves + the one cell given
+    assert all(base64.b64decode(m)[:8] == PNG_MAGIC for m in DATA_URI.findall(html))
+    assert '<td class="muted">—</td>' in html  # additive has no map for this example
+    with pytest.raises(ValueError, match=r"rows\[0\] has 2 cells but there are 3 headers"):
+        write_comparison(tmp_path / "x.html", title="t", headers=["a", "b", "c"], rows=[["1", "2"]])
