@@ -115,3 +115,11 @@ def test_a_cnn_run_reports_its_maps_and_loads_back(tmp_path, monkeypatch, attent
     run = attnzoo.load(tmp_path)
     assert isinstance(run.model, CNN) and run.model.config.attention == attention
     assert len(run.classify(torch.rand(3, 28, 28))) == 3
+
+
+def test_the_model_follows_from_the_attention_name_and_cnn_is_the_default():
+    assert classify.DEFAULT_MODEL == "cnn" and classify.ClassifyConfig().model == "cnn"
+    assert classify.model_for(None) == "cnn" and classify.model_for("se") == "cnn"
+    assert classify.model_for("gqa") == "vit" and classify.model_for("none") == "cnn"
+    assert isinstance(classify.build_model("cbam", {}), CNN)
+    assert classify.ClassifyConfig(model="vit").lr == 1e-3 and classify.ClassifyConfig().lr == classify.CNN_LR
