@@ -8,7 +8,8 @@
     attnzoo show DIR WORD [--out PNG]              the alignment heatmap of one word
     attnzoo train lm [--minutes M] [--set positions=rope] ...   character LM on 38 Shakespeare plays
     attnzoo generate DIR --prompt TEXT             continue a text
-    attnzoo train classify --model vit             Fashion-MNIST (Debian dataset-fashion-mnist)
+    attnzoo train classify [--attention se]        Fashion-MNIST (Debian dataset-fashion-mnist): a small CNN with
+                                                   none|se|cbam|nonlocal after each stage (or --model vit)
     attnzoo train translate [--attention NAME]     Spanish -> English Bible verses (Debian sword-text-*)
     attnzoo translate DIR "SENTENCE"...            Spanish -> English (or any seq2seq run's source -> target)
     attnzoo train seq2seq --data pairs.tsv [--units char|word|bpe]   your own source<TAB>target pairs
@@ -92,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model on a task and write a run directory")
     tr.add_argument("task", choices=TASKS)
     tr.add_argument("--attention", help="mechanism in the model's attention slot (see `attnzoo list`; "
-                    "default: additive for rnn, mha for transformer)")
+                    "default: additive for rnn, mha for transformer and vit, se for cnn)")
     tr.add_argument("--model", help="architecture: g2p, translate, seq2seq: rnn (default) | transformer; "
-                    "lm: transformer; classify: vit")
+                    "lm: transformer; classify: cnn (default) | vit")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
                         "command ends within 10 minutes on 2 CPU cores; translate: 15)")
@@ -492,11 +493,12 @@ def _train_lm(args) -> int:
 def _train_classify(args) -> int:
     from .tasks import classify
 
-    model = args.model or "vit"
-    attention = args.attention or "mha"
+    model = args.model or classify.model_for(args.attention)  # --attention mha: the vit; se, cbam, ...: the cnn
+    V.check_choice("model (classify: vit | cnn)", model, classify.MODELS)
+    attention = args.attention or classify.DEFAULT_ATTENTION[model]
     overrides = _overrides(args.set)
-    classify.check_model(attention, overrides)
-    check_set_values("vit", overrides, classify.ViTConfig)
+    classify.check_model(attention, overrides, model)
+    check_set_values(model, overrides, classify.CONFIGS[model])
     check_data("classify")
     cfg = _task_config(args, classify.ClassifyConfig, model=model, **_common(args, 128))
     out = _run_dir(args, model, attention)

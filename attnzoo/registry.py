@@ -30,6 +30,16 @@ class MechanismInfo:
 
         return issubclass(self.cls, StepAttention)
 
+    @property
+    def kind(self) -> str:
+        """How it is called: "step" (a decoder's (query, keys, values, key_mask, state)), "image" (a block over a
+        (B, C, H, W) feature map) or "sequence" (whole sequences, (B, L, dim))."""
+        from .mechanisms.base import ImageAttention
+
+        if self.step_wise:
+            return "step"
+        return "image" if issubclass(self.cls, ImageAttention) else "sequence"
+
 
 _REGISTRY: dict[str, MechanismInfo] = {}
 
@@ -51,7 +61,7 @@ def register(name: str, *, family: str, paper: str) -> Callable[[type], type]:
 
 def _load_all() -> None:
     # importing the family modules runs their @register decorators
-    from .mechanisms import content, location, multihead, self_attention  # noqa: F401
+    from .mechanisms import content, location, multihead, self_attention, visual  # noqa: F401
 
 
 def mechanisms(family: str | None = None) -> list[MechanismInfo]:

@@ -36,7 +36,7 @@ VERBS = {"g2p": "pronounce", "translate": "translate", "seq2seq": "translate", "
 
 @dataclass
 class ImageClassifier:
-    """A trained ViT with its class names: ``classify(images)``."""
+    """A trained image classifier (CNN or ViT) with its class names: ``classify(images)``."""
 
     model: nn.Module
     classes: tuple[str, ...]

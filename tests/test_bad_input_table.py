@@ -30,6 +30,7 @@ from attnzoo.cli import main
 from attnzoo.models.factory import build_seq2seq
 from attnzoo.models.lm import DecoderLM, LMConfig
 from attnzoo.models.vit import ViT, ViTConfig
+from attnzoo.mechanisms.visual import doubly_stochastic_penalty
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli_errors import TINY_RNN, edit_json, hide_module, stub_run, tiny_g2p_run  # noqa: E402
@@ -342,6 +343,14 @@ CASES = [
          "images must have shape (B, 1, 28, 28), got (2, 1, 32, 32)"),
     Case("ViT: 8-bit images", lambda tmp, mp: vit()(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)), TypeError,
          "pass images.float() / 255"),
+    Case("SE/CBAM/non-local: a feature map with the wrong channels",
+         lambda tmp, mp: attnzoo.create("se", channels=8)(t(2, 4, 5, 5)), ValueError,
+         "x must have shape (B, 8, H, W) (channels=8), got (2, 4, 5, 5)"),
+    Case("non-local: an empty feature map (H = 0)", lambda tmp, mp: attnzoo.create("nonlocal", channels=4)(t(2, 4, 0, 5)),
+         ValueError, "x must have at least one position"),
+    Case("`doubly_stochastic_penalty`: a key_mask of the wrong length",
+         lambda tmp, mp: doubly_stochastic_penalty(t(2, 3, 5), bool_mask(2, 4)), ValueError,
+         "key_mask must have shape (B, L) = (2, 5)"),
     # --- the command line
     Case("`attnzoo trian g2p` (unknown command)", cli("trian", "g2p"), EXIT2, "did you mean 'train'?"),
     Case("`attnzoo train g2q` (unknown task)", cli("train", "g2q"), EXIT2, "did you mean 'g2p'?"),
@@ -351,6 +360,10 @@ CASES = [
     Case("`--model transformer --attention additive`",
          cli("train", "g2p", "--model", "transformer", "--attention", "additive"), EXIT2,
          "(or --model rnn for step-wise mechanisms)"),
+    Case("`train classify --model vit --attention se`", cli("train", "classify", "--model", "vit", "--attention", "se"),
+         EXIT2, "unknown attention (the vit's slot) 'se'"),
+    Case("`train classify --attention additive`", cli("train", "classify", "--attention", "additive"), EXIT2,
+         "the cnn's block after each stage: none, se, cbam, nonlocal"),
     Case("`--minutes -1`", cli("train", "g2p", "--minutes", "-1"), EXIT2, "--minutes must be positive"),
     Case("`--minutes inf`", cli("train", "g2p", "--minutes", "inf"), EXIT2, "--minutes must be positive and finite"),
     Case("`--minutes abc`", cli("train", "g2p", "--minutes", "abc"), EXIT2, "invalid float value: 'abc'"),

@@ -1,13 +1,17 @@
 """The attention families, one module each (see DESIGN.md)."""
 
-from .base import AttentionState, StepAttention
+from .base import AttentionState, ImageAttention, StepAttention, VisualOutput
 from .content import (AdditiveAttention, ContentAttention, CosineAttention, DotAttention, GeneralAttention,
                       ScaledDotAttention)
 from .multihead import GroupedQueryAttention, MultiHeadAttention, MultiQueryAttention
 from .self_attention import SelfAttention
 from .transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
+from .visual import (ConvBlockAttention, NonLocalAttention, SoftSpatialAttention, SqueezeExcitationAttention,
+                     doubly_stochastic_penalty, flatten_grid)
 
 __all__ = ["AttentionState", "StepAttention", "ContentAttention", "DotAttention", "ScaledDotAttention",
            "GeneralAttention", "AdditiveAttention", "CosineAttention", "MultiHeadAttention",
            "GroupedQueryAttention", "MultiQueryAttention", "SelfAttention", "BlockConfig", "EncoderBlock",
-           "DecoderBlock", "FeedForward"]
+           "DecoderBlock", "FeedForward", "ImageAttention", "VisualOutput", "SoftSpatialAttention",
+           "SqueezeExcitationAttention", "ConvBlockAttention", "NonLocalAttention", "doubly_stochastic_penalty",
+           "flatten_grid"]

@@ -1,4 +1,4 @@
-"""The step-wise attention contract shared by every decoder-side mechanism.
+"""The contracts shared by the mechanisms: step-wise (decoder-side) and over feature maps.
 
 RNN and captioning decoders call every content, location and visual mechanism
 the same way, with the state passed explicitly (never hidden in the module):
@@ -23,6 +23,12 @@ Edge cases have a defined result: a row whose keys are all masked gets zero
 weights and a zero context (never NaN), and so does an empty source (S = 0:
 weights of shape (B, 0)). Weights are float32 (float64 for float64 inputs),
 whatever the dtype of the keys.
+
+Blocks that attend over a CNN's feature map (squeeze-excitation, CBAM,
+non-local) share :class:`ImageAttention` instead: ``forward(x)`` maps
+(B, C, H, W) to (B, C, H, W), so the block drops into ``nn.Sequential`` (a
+layer class passed in, as timm's ``attn_layer``), and ``forward(x,
+need_weights=True)`` returns a :class:`VisualOutput` with its maps.
 """
 
 from __future__ import annotations
@@ -142,3 +148,48 @@ class StepAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"query_dim={self.query_dim}, key_dim={self.key_dim}, value_dim={self.value_dim}"
+
+
+@dataclass
+class VisualOutput:
+    """What an :class:`ImageAttention` block returns with ``need_weights=True``.
+
+    ``output`` (B, C, H, W) has the input's dtype; the maps are float32 (float64 for float64 inputs), None
+    where the block has no such map: ``channel`` (B, C) per-channel gates, ``spatial`` (B, H, W) per-position
+    gates, ``positions`` (B, H*W, M) each position's attention over the M (possibly subsampled) positions.
+    """
+
+    output: Tensor
+    channel: Tensor | None = None
+    spatial: Tensor | None = None
+    positions: Tensor | None = None
+
+
+class ImageAttention(nn.Module):
+    """Base class of blocks over a feature map: ``forward(x (B, C, H, W), need_weights=False)``."""
+
+    registry_name: str = "?"
+
+    def __init__(self, channels: int):
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
+            raise ValueError(f"channels must be a positive int (C of the (B, C, H, W) feature map), got {channels!r}")
+        self.channels = channels
+
+    def check_input(self, x: Tensor) -> None:
+        """x: a floating (B, C, H, W) feature map with C = channels and at least one position."""
+        V.check_tensor("x", x)
+        V.check_floating("x", x)
+        V.check_rank("x", x, (4,), f"(B, {self.channels}, H, W)")
+        if x.shape[1] != self.channels:
+            raise ValueError(f"x must have shape (B, {self.channels}, H, W) (channels={self.channels}), "
+                             f"got {V.fmt_shape(x.shape)}")
+        if x.shape[2] * x.shape[3] == 0:
+            raise ValueError(f"x must have at least one position (H, W >= 1) for {type(self).__name__} to "
+                             f"pool or attend over, got {V.fmt_shape(x.shape)}")
+
+    def forward(self, x: Tensor, need_weights: bool = False) -> "Tensor | VisualOutput":
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"

@@ -70,6 +70,8 @@ def test_augment_shifts_and_flips_without_changing_shape():
 def test_factory_sets_kv_heads():
     assert build_model("mqa", {"dim": 16, "num_heads": 4, "layers": 1}).blocks[0].self_attn.num_kv_heads == 1
     with pytest.raises(ValueError, match="vit's slot"):
+        build_model("additive", {}, "vit")
+    with pytest.raises(ValueError, match="unknown attention 'additive' for classify.*the vit's slot: mha, gqa, mqa"):
         build_model("additive", {})
 
 

@@ -1,11 +1,13 @@
 """Shared builders for the numerics tests: every registered mechanism, tiny shapes, any dtype/device.
 
-Step-wise mechanisms (content, location) are run for a few decoder steps with
-the explicit state; whole-sequence mechanisms (self-attention, multi-head) as
-self- and cross-attention. Every input is a leaf with ``requires_grad`` so the
-tests can check every gradient.
+Step-wise mechanisms (content, location, soft_spatial) are run for a few
+decoder steps with the explicit state; whole-sequence mechanisms
+(self-attention, multi-head) as self- and cross-attention; blocks over a
+feature map (se, cbam, nonlocal) on a (B, CH, H, W) map. Every input is a leaf
+with ``requires_grad`` so the tests can check every gradient.
 
-Shape legend: B batch, S source length, T decoder steps, L sequence length.
+Shape legend: B batch, S source length, T decoder steps, L sequence length,
+CH channels of a feature map, H x W its grid.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from attnzoo.registry import MechanismInfo
 
 B, DQ, DK, DV, HIDDEN = 2, 6, 5, 4, 7
 DIM, HEADS = 8, 2
+CH, GRID = 6, (3, 4)
 
 #: constructor options that keep the tiny shapes meaningful (a window or filter smaller than S)
 OPTIONS = {
@@ -28,24 +31,30 @@ OPTIONS = {
     "local_m": dict(window=2),
     "local_p": dict(window=2),
     "monotonic": dict(noise_std=0.0),  # train() mode: the differentiable expected alignment
+    "se": dict(reduction=2), "cbam": dict(reduction=2, kernel_size=3),
 }
 #: extra variants worth running through the same checks
 VARIANTS = {
     "additive": [dict(normalize="sparsemax")],
     "location_aware": [dict(cumulative=False)],
     "monotonic": [dict(hard=True)],  # the decoding path (one-hot stops)
+    "soft_spatial": [dict(gate=False)],
+    "se": [dict(residual_scale=True)],
+    "cbam": [dict(residual_scale=True)],
+    "nonlocal": [dict(subsample=True, residual="batchnorm")],
 }
 
 #: mechanisms whose weights are a distribution over the allowed keys (sum to one; one key -> weight 1).
 #: The others follow an unnormalised equation: gmm (a soft window), local_p (window softmax times a
 #: Gaussian), monotonic (the probability of stopping at each key, which may sum to less than one).
 NORMALISED = {"dot", "scaled_dot", "general", "additive", "cosine", "location", "location_aware", "local_m",
-              "self", "mha", "gqa", "mqa"}
-UNNORMALISED = {"gmm", "local_p", "monotonic"}
+              "self", "mha", "gqa", "mqa", "soft_spatial", "nonlocal"}
+#: (se and cbam: sigmoid gates in (0, 1), one per channel or position, not a distribution)
+UNNORMALISED = {"gmm", "local_p", "monotonic", "se", "cbam"}
 #: mechanisms whose weights depend on the keys only through a content score, so equal keys give
 #: uniform weights over the allowed keys (local_m: over the allowed keys inside its window)
 UNIFORM_ON_EQUAL_KEYS = {"dot", "scaled_dot", "general", "additive", "cosine", "self", "mha", "gqa", "mqa",
-                         "local_m"}
+                         "local_m", "soft_spatial", "nonlocal"}
 
 CPU_DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
@@ -63,11 +72,16 @@ def weights_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def variants(step_wise: bool | None = None) -> list:
-    """pytest params (info, options) for every registered mechanism and its extra variants."""
+def variants(step_wise: bool | None = None, kind: str | None = None) -> list:
+    """pytest params (info, options) for every registered mechanism and its extra variants.
+
+    ``step_wise=True``: the step-wise ones; ``step_wise=False``: the whole-sequence ones (blocks over a feature
+    map have their own ``kind="image"``); ``kind``: "step", "sequence" or "image"."""
+    if step_wise is not None:
+        kind = "step" if step_wise else "sequence"
     out = []
     for info in attnzoo.mechanisms():
-        if step_wise is not None and info.step_wise != step_wise:
+        if kind is not None and info.kind != kind:
             continue
         base = OPTIONS.get(info.name, {})
         out.append(pytest.param(info, base, id=info.name))
@@ -87,6 +101,13 @@ def build(info: MechanismInfo, options: dict, dtype=torch.float32, device="cpu")
                 raise
             m = attnzoo.create(info.name, query_dim=DK, key_dim=DK, value_dim=DV, hidden_dim=HIDDEN, **options)
         m.train(info.name == "monotonic")  # monotonic: expected alignment in train(); others: eval
+    elif info.kind == "image":
+        m = attnzoo.create(info.name, channels=CH, **options).eval()
+        for p in m.parameters():  # a learned scale starts at 0 (the identity): move it, so the block acts
+            if p.dim() == 0:
+                p.data.fill_(0.5)
+        if getattr(m, "norm", None) is not None:
+            m.norm.weight.data.fill_(0.5)
     else:
         m = attnzoo.create(info.name, dim=DIM, num_heads=HEADS, **options).eval()
     return m.to(device=device, dtype=dtype)
@@ -171,6 +192,25 @@ def run_parallel(m, L: int, dtype, device="cpu", x_scale=1.0, equal_keys=False, 
     else:
         out = m(inputs["x"], **kw)
     return Run([out.output], [] if out.weights is None else [out.weights], inputs, m)
+
+
+def image_input(dtype, device="cpu", x_scale=1.0, grid=GRID, equal_positions=False, seed=4) -> torch.Tensor:
+    """A (B, CH, H, W) feature map, a leaf with requires_grad."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, CH, *grid, generator=g, dtype=torch.float64)
+    if equal_positions:
+        x = x[:, :, :1, :1].expand(B, CH, *grid).clone()
+    return leaf((x * x_scale).to(device=device, dtype=dtype))
+
+
+def run_image(m, dtype, device="cpu", x_scale=1.0, grid=GRID, equal_positions=False) -> Run:
+    """One block over a feature map, with its maps (channel, spatial, positions) as the weights."""
+    x = image_input(dtype, device, x_scale, grid, equal_positions)
+    out = m(x, need_weights=True)
+    maps = [w for w in (out.channel, out.spatial, out.positions) if w is not None]
+    run = Run([out.output], maps, {"x": x}, m)
+    run.maps = out
+    return run
 
 
 def assert_finite(named: dict[str, torch.Tensor], what: str) -> None:

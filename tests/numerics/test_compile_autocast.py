@@ -1,6 +1,7 @@
 """torch.compile and torch.autocast give the eager float32 results, one test of each per family.
 
-Families: content, location, self-attention/multi-head, the core ``attend``
+Families: content, location, visual (soft_spatial step-wise; se, cbam and
+nonlocal over a feature map), self-attention/multi-head, the core ``attend``
 and the Transformer models. Autocast runs every mechanism of the family under
 ``torch.autocast("cpu", dtype=torch.bfloat16)`` with float32 modules and
 inputs and compares with plain float32 within bfloat16 tolerance
@@ -22,7 +23,7 @@ from attnzoo.core.scores import AdditiveScore
 from attnzoo.models.lm import DecoderLM, LMConfig
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
 from attnzoo.positions import alibi
-from numerics_cases import B, DIM, HEADS, assert_finite, build, step_memory, variants
+from numerics_cases import B, DIM, HEADS, assert_finite, build, image_input, step_memory, variants
 
 AUTOCAST_TOL = dict(atol=5e-2, rtol=5e-2)
 COMPILE_TOL = dict(atol=1e-5, rtol=1e-5)
@@ -51,9 +52,9 @@ def family(name):
 
 
 # --------------------------------------------------------------------------- autocast, every mechanism
-@pytest.mark.parametrize("info,options", family("content") + family("location"))
+@pytest.mark.parametrize("info,options", family("content") + family("location") + family("visual"))
 def test_autocast_bf16_matches_float32_step_wise(info, options):
-    """content and location families."""
+    """content and location families, and the visual family's soft_spatial."""
     m = build(info, options)
     want_ctx, want_w = step_run(m)
     with bf16_autocast():
@@ -85,6 +86,23 @@ def test_autocast_bf16_matches_float32_multi_head(info, options):
             with bf16_autocast():
                 got = m(x, key=mem, value=mem, need_weights=need_weights).output
             torch.testing.assert_close(got.float(), want, **AUTOCAST_TOL)
+
+
+@pytest.mark.parametrize("info,options", variants(kind="image"))
+def test_autocast_bf16_matches_float32_visual_blocks(info, options):
+    """The visual family's blocks over a feature map: output and maps, fused and eager paths."""
+    m = build(info, options)
+    x = image_input(torch.float32).detach()
+    want = m(x, need_weights=True)
+    with bf16_autocast():
+        got = m(x, need_weights=True)
+        fused = m(x)
+    torch.testing.assert_close(got.output.float(), want.output, **AUTOCAST_TOL)
+    torch.testing.assert_close(fused.float(), want.output, **AUTOCAST_TOL)
+    for name in ("channel", "spatial", "positions"):
+        if getattr(want, name) is not None:
+            assert getattr(got, name).dtype == torch.float32, f"{name} maps must stay float32 under autocast"
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), **AUTOCAST_TOL)
 
 
 @pytest.mark.parametrize("backend", ["eager", "sdpa", "chunked"])
@@ -139,6 +157,25 @@ def test_compile_location_family():
     got = step_run(compiled(m))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **COMPILE_TOL)
+
+
+@pytest.mark.slow
+def test_compile_visual_family():
+    """soft_spatial's steps, and cbam then nonlocal over a feature map, forward and backward."""
+    m = build(attnzoo.registry.get("soft_spatial"), {})
+    want = step_run(m)
+    got = step_run(compiled(m))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **COMPILE_TOL)
+    blocks = torch.nn.Sequential(build(attnzoo.registry.get("cbam"), dict(reduction=2, kernel_size=3)),
+                                 build(attnzoo.registry.get("nonlocal"), dict(subsample=True)))
+    x = image_input(torch.float32)
+    want = blocks(x)
+    want_grad = torch.autograd.grad(want.square().sum(), x)[0]
+    got = compiled(blocks)(x)
+    got_grad = torch.autograd.grad(got.square().sum(), x)[0]
+    torch.testing.assert_close(got, want, **COMPILE_TOL)
+    torch.testing.assert_close(got_grad, want_grad, **COMPILE_TOL)
 
 
 @pytest.mark.slow

@@ -39,9 +39,11 @@ from attnzoo.models import decoding
 from attnzoo.models.lm import DecoderLM, LMConfig, sample_next
 from attnzoo.models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig, check_source
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
+from attnzoo.models.cnn import CNN, CNNConfig
 from attnzoo.models.vit import ViT, ViTConfig
+from attnzoo.mechanisms.visual import doubly_stochastic_penalty, flatten_grid
 from attnzoo import positions as P
-from numerics_cases import B, DIM, build, step_memory, variants
+from numerics_cases import B, DIM, build, image_input, step_memory, variants
 
 PACKAGES = ["attnzoo", "attnzoo.core", "attnzoo.positions", "attnzoo.mechanisms"]
 EXTRA_MODULES = ["attnzoo.core.masks"]
@@ -299,6 +301,26 @@ def case_vit():
     check("ViT.forward", model, torch.rand(2, 1, 4, 4), need_weights=True)
 
 
+def case_cnn():
+    for attention in ("none", "se", "cbam", "nonlocal"):
+        torch.manual_seed(0)
+        model = CNN(CNNConfig(image_size=8, classes=3, widths=[4, 8], depths=[1, 1], attention=attention,
+                              attention_options={"reduction": 2} if attention in ("se", "cbam") else {}))
+        for mode in (model.train(), model.eval()):  # BatchNorm's running statistics are the model's, not the input's
+            check(f"CNN[{attention}].forward", mode, torch.rand(2, 1, 8, 8), need_weights=True)
+
+
+def case_visual_helpers():
+    check("flatten_grid", flatten_grid, torch.randn(2, 3, 4, 5))
+    weights = torch.rand(2, 4, 6, requires_grad=True)
+    key_mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    step_mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    for reduction in ("mean", "sum", "none"):
+        out = check("doubly_stochastic_penalty", doubly_stochastic_penalty, weights, key_mask, step_mask,
+                    lam=0.5, reduction=reduction)
+    out.sum().backward()
+
+
 def case_location_helpers():
     keys, values, mask = step_memory(6, torch.float32)
     q = torch.randn(B, 6)
@@ -353,6 +375,9 @@ CASES = {
     **{f"attnzoo.models.lm.{n}": case_lm for n in ("DecoderLM.forward", "DecoderLM.loss", "DecoderLM.generate",
                                                   "sample_next")},
     "attnzoo.models.vit.ViT.forward": case_vit,
+    "attnzoo.models.cnn.CNN.forward": case_cnn,
+    "attnzoo.mechanisms.visual.flatten_grid": case_visual_helpers,
+    "attnzoo.mechanisms.visual.doubly_stochastic_penalty": case_visual_helpers,
     **{f"attnzoo.mechanisms.location.{n}": case_location_helpers for n in (
         "LocationAwareAttention.location_features", "GMMAttention.mixture_parameters", "_LocalAttention.windowed",
         "LocalPredictiveAttention.predicted_position", "MonotonicAttention.energy",
@@ -360,7 +385,7 @@ CASES = {
 }
 
 #: the step contract of every registered mechanism, checked by test_registered_mechanisms_leave_inputs_alone
-REGISTRY_METHODS = {"initial_state", "forward", "check_memory", "check_query"}
+REGISTRY_METHODS = {"initial_state", "forward", "check_memory", "check_query", "check_input"}
 
 #: public names that take no caller tensors, or are excepted, with the reason
 EXEMPT = {
@@ -391,6 +416,10 @@ EXEMPT = {
     "attnzoo.models.rnn_seq2seq.Seq2SeqConfig": "a config",
     "attnzoo.models.transformer_seq2seq.TransformerConfig": "a config",
     "attnzoo.models.vit.ViTConfig": "a config",
+    "attnzoo.models.cnn.CNNConfig.stages_with_block": "reads the config, takes no tensor",
+    "attnzoo.models.cnn.CNN.block_stages": "no arguments",
+    "attnzoo.models.cnn.resolve_block": "takes a name",
+    "attnzoo.mechanisms.base.VisualOutput": "a result container",
     "attnzoo.runs.load": "takes a path", "attnzoo.runs.Run.predict": "texts or images into a trained run's predictor "
     "(tests/test_load.py)",
 }
@@ -473,6 +502,12 @@ def test_registered_mechanisms_leave_inputs_alone(info, options):
         check(f"{info.name} step (no state)", m, q, keys, values, mask)
         if m.stateless:
             check(f"{info.name} T steps", m, torch.randn(B, 4, m.query_dim), keys, values, mask, state)
+    elif info.kind == "image":
+        x = image_input(torch.float32)
+        for mode in (m.train(), m.eval()):  # a BatchNorm (nonlocal's "batchnorm" residual) updates only its own stats
+            for need in (True, False):
+                out = check(f"{info.name}.forward", mode, x, need_weights=need)
+                (out.output if need else out).sum().backward()
     else:
         x = torch.randn(B, 5, DIM, requires_grad=True)
         key_mask = torch.tensor([[True] * 5, [True] * 2 + [False] * 3])

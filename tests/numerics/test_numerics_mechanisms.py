@@ -14,6 +14,11 @@ defined result holds for:
   layers: the output projection of zero, i.e. its bias), finite gradients,
   and no gradient into that row's query.
 
+Blocks over a feature map (se, cbam, nonlocal) keep the input's shape and
+dtype, return maps in [0, 1] (non-local rows sum to 1), stay finite for inputs
+of about 1e2 (scores of about 1e4), give uniform non-local weights over equal
+positions and weight exactly 1 on a 1 x 1 map, and refuse an empty map.
+
 A new mechanism is covered automatically: the parameter lists come from the
 registry, and the first test fails until the mechanism is classified below.
 """
@@ -22,11 +27,13 @@ import pytest
 import torch
 
 import attnzoo
-from numerics_cases import (B, DIM, DV, NORMALISED, UNIFORM_ON_EQUAL_KEYS, UNNORMALISED, assert_all_finite,
-                            build, dtype_cases, run_parallel, run_step_wise, tol, variants, weights_dtype)
+from numerics_cases import (B, CH, DIM, DV, GRID, NORMALISED, UNIFORM_ON_EQUAL_KEYS, UNNORMALISED, assert_all_finite,
+                            build, dtype_cases, image_input, run_image, run_parallel, run_step_wise, tol, variants,
+                            weights_dtype)
 
 STEP = variants(step_wise=True)
 PARALLEL = variants(step_wise=False)
+IMAGE = variants(kind="image")
 DTYPES = dtype_cases()
 S = 6
 
@@ -37,7 +44,7 @@ def test_every_registered_mechanism_is_classified_and_covered():
     assert NORMALISED.isdisjoint(UNNORMALISED)
     missing = names - (NORMALISED | UNNORMALISED)
     assert not missing, f"classify {sorted(missing)} in tests/numerics/numerics_cases.py (NORMALISED or UNNORMALISED)"
-    covered = {p.values[0].name for p in STEP + PARALLEL}
+    covered = {p.values[0].name for p in STEP + PARALLEL + IMAGE}
     assert covered == names
 
 
@@ -234,3 +241,59 @@ def test_parallel_fully_masked_row(info, options, device, dtype, need_weights):
         x_grad = run.inputs["x"].grad
         if "memory" in run.inputs:  # cross-attention: the masked row's queries get no gradient
             assert torch.equal(x_grad[1], torch.zeros_like(x_grad[1]))
+
+
+# --------------------------------------------------------------------------- blocks over a feature map (visual)
+def check_image(run, dtype, grid):
+    out, maps = run.outputs[0], run.maps
+    assert out.dtype == dtype and out.shape == (B, CH, *grid)
+    for w in run.weights:
+        assert w.dtype == weights_dtype(dtype), f"maps are {w.dtype}"
+        assert (w >= 0).all() and (w <= 1).all()
+    if maps.channel is not None:
+        assert maps.channel.shape == (B, CH)
+    if maps.spatial is not None:
+        assert maps.spatial.shape == (B, *grid)
+    if maps.positions is not None:
+        assert maps.positions.shape[:2] == (B, grid[0] * grid[1])
+        sums = maps.positions.sum(-1)
+        torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("device,dtype", DTYPES)
+@pytest.mark.parametrize("info,options", IMAGE)
+@pytest.mark.parametrize("x_scale", [1.0, 1e2], ids=["unit", "scores-1e4"])
+def test_image_dtypes_and_large_inputs(info, options, device, dtype, x_scale):
+    scale = min(x_scale, 10.0) if dtype == torch.float16 else x_scale  # float16 stops at 65504
+    run = run_image(build(info, options, dtype, device), dtype, device, x_scale=scale)
+    check_image(run, dtype, GRID)
+    assert_all_finite(run)
+
+
+@pytest.mark.parametrize("device,dtype", DTYPES)
+@pytest.mark.parametrize("info,options", IMAGE)
+def test_image_equal_positions(info, options, device, dtype):
+    run = run_image(build(info, options, dtype, device), dtype, device, equal_positions=True)
+    check_image(run, dtype, GRID)
+    w = run.maps.positions
+    if w is not None:  # every position looks the same: uniform weights over the (pooled) positions
+        torch.testing.assert_close(w, torch.full_like(w, 1 / w.shape[-1]), **tol(dtype))
+    assert_all_finite(run)
+
+
+@pytest.mark.parametrize("device,dtype", DTYPES)
+@pytest.mark.parametrize("info,options", IMAGE)
+def test_image_single_position(info, options, device, dtype):
+    run = run_image(build(info, options, dtype, device), dtype, device, grid=(1, 1))
+    check_image(run, dtype, (1, 1))
+    w = run.maps.positions
+    if w is not None:
+        assert torch.equal(w, torch.ones_like(w)), f"one position must get weight exactly 1, got {w}"
+    assert_all_finite(run)
+
+
+@pytest.mark.parametrize("info,options", IMAGE)
+def test_image_empty_map_is_refused(info, options):
+    m = build(info, options)
+    with pytest.raises(ValueError, match="at least one position"):
+        m(image_input(torch.float32, grid=(0, 4)))

@@ -14,6 +14,7 @@ from attnzoo.mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlo
 from attnzoo.models.lm import DecoderLM, LMConfig
 from attnzoo.models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
+from attnzoo.models.cnn import CNN, CNNConfig
 from attnzoo.models.vit import ViT, ViTConfig
 from numerics_cases import OPTIONS, assert_finite, dtype_cases
 
@@ -131,6 +132,24 @@ def test_vit(positions, device, dtype):
         model.zero_grad()
         logits, ws = model((scale * torch.rand(2, 1, 4, 4)).to(device, dtype), need_weights=True)
         assert logits.dtype == dtype and ws[0].dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        finite_backward(model, [logits])
+
+
+@pytest.mark.parametrize("device,dtype", DTYPES)
+@pytest.mark.parametrize("attention", ["none", "se", "cbam", "nonlocal"])
+def test_cnn(attention, device, dtype):
+    torch.manual_seed(0)
+    options = {"reduction": 2} if attention in ("se", "cbam") else {}
+    model = CNN(CNNConfig(image_size=8, classes=3, widths=[4, 8], depths=[1, 1], attention=attention,
+                          attention_options=options, dropout=0.0)).to(device, dtype)
+    maps_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    for scale in (1.0, 1e3):  # large pixels: large scores in the non-local blocks
+        model.zero_grad()
+        logits, maps = model((scale * torch.rand(2, 1, 8, 8)).to(device, dtype), need_weights=True)
+        assert logits.dtype == dtype and logits.shape == (2, 3)
+        assert len(maps) == (0 if attention == "none" else 1 if attention == "nonlocal" else 2)
+        for m in maps:
+            assert all(w is None or w.dtype == maps_dtype for w in (m.channel, m.spatial, m.positions))
         finite_backward(model, [logits])
 
 

@@ -1,0 +1,94 @@
+"""Pictures of attention over images: maps drawn over the image, and channel gates.
+
+- :func:`image_maps_png_bytes`: one image beside attention maps of any grid
+  size (a CNN stage's 14 x 14 spatial gate, a non-local block's 7 x 7 map),
+  each stretched over the image and drawn on top of it.
+- :func:`channel_gates_png_bytes`: per-channel gates (squeeze-excitation,
+  CBAM's channel attention), one panel per stage: rows are images, columns
+  channels.
+
+Maps are scaled to [0, 1] per panel (each map divided by its maximum) unless
+``normalize=False``; gates are drawn on the fixed [0, 1] scale. Rendering goes
+through matplotlib's Agg canvas (no pyplot), as the rest of :mod:`attnzoo.viz`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .heatmap import CMAP, DPI, _as_matrix, figure_png_bytes, new_figure
+
+__all__ = ["channel_gates_png_bytes", "image_maps_png_bytes"]
+
+
+def image_maps_png_bytes(image: Any, maps: Sequence[Any], titles: Sequence[str], *, normalize: bool = True,
+                         alpha: float = 0.6, dpi: int = DPI) -> bytes:
+    """An image and, beside it, each map stretched over it.
+
+    Args:
+        image: (H, W) grey image in [0, 1].
+        maps: (h, w) maps, any sizes (each is stretched over the whole image).
+        titles: one title per map.
+        normalize: divide each map by its maximum (shows where, not how much).
+        alpha: opacity of a map over the image.
+    """
+    img = _as_matrix(image)
+    grids = [_as_matrix(m) for m in maps]
+    if img.ndim != 2:
+        raise ValueError(f"image must be (H, W), got shape {img.shape}")
+    if any(g.ndim != 2 for g in grids):
+        raise ValueError(f"maps must be (h, w) each, got shapes {[g.shape for g in grids]}")
+    if len(titles) != len(grids):
+        raise ValueError(f"{len(grids)} maps but {len(titles)} titles")
+    H, W = img.shape
+    extent = (0, W, H, 0)
+    fig = new_figure((1.5 * (len(grids) + 1), 1.75))
+    axes = fig.subplots(1, len(grids) + 1, squeeze=False)[0]
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].imshow(img, cmap="gray", vmin=0, vmax=1, extent=extent)
+    axes[0].set_title("image", fontsize=7)
+    for ax, grid, title in zip(axes[1:], grids, titles):
+        shown = grid / max(float(grid.max()), 1e-12) if normalize else grid
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, extent=extent)
+        ax.imshow(shown, cmap=CMAP, vmin=0, vmax=1, alpha=alpha, extent=extent, interpolation="bilinear")
+        ax.set_title(title, fontsize=7)
+    try:
+        return figure_png_bytes(fig, dpi=dpi)
+    finally:
+        fig.clear()
+
+
+def channel_gates_png_bytes(gates: Sequence[Any], row_labels: Sequence[str], titles: Sequence[str], *,
+                            dpi: int = DPI) -> bytes:
+    """Channel gates in [0, 1], one panel per stage: rows are images, columns channels.
+
+    Args:
+        gates: one (N, C_s) array per panel (N images, C_s channels of that stage).
+        row_labels: the N image labels.
+        titles: one title per panel.
+    """
+    panels = [_as_matrix(g) for g in gates]
+    if any(p.ndim != 2 or p.shape[0] != len(row_labels) for p in panels):
+        raise ValueError(f"gates must be (N, C) each with N = {len(row_labels)} rows (one per label), "
+                         f"got shapes {[p.shape for p in panels]}")
+    if len(titles) != len(panels):
+        raise ValueError(f"{len(panels)} panels but {len(titles)} titles")
+    widths = [max(1.5, 0.03 * p.shape[1]) for p in panels]
+    fig = new_figure((1.2 + sum(widths), 0.5 + 0.3 * len(row_labels)))
+    axes = fig.subplots(1, len(panels), squeeze=False, gridspec_kw={"width_ratios": widths})[0]
+    image = None
+    for i, (ax, panel, title) in enumerate(zip(axes, panels, titles)):
+        image = ax.imshow(panel, cmap=CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_title(title, fontsize=7)
+        ax.set_xlabel("channel", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.set_yticks(range(len(row_labels)))
+        ax.set_yticklabels(list(row_labels) if i == 0 else [""] * len(row_labels))
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), fraction=0.03, pad=0.02)
+    try:
+        return figure_png_bytes(fig, dpi=dpi)
+    finally:
+        fig.clear()
