@@ -94,6 +94,10 @@ class MemN2N(nn.Module):
 
     The temporal index i counts from the question back (0 = the most recent
     sentence), as in the paper, where memories are stored in reverse order.
+
+    ``forward(..., linear=True)`` is the paper's linear start (LS), for the
+    first epochs of training: the hops' softmax is removed, p_i^k = u^k . m_i^k
+    (0 at padding), which keeps the hops from settling early on one sentence.
     """
 
     def __init__(self, config: MemNetConfig):
@@ -117,8 +121,10 @@ class MemN2N(nn.Module):
             x = x * (ids != 0)[..., None].to(x.dtype)
         return x.sum(-2)  # (..., d)
 
-    def forward(self, story: Tensor, question: Tensor) -> tuple[Tensor, Tensor]:
-        """story (B, S, W), question (B, Wq) word ids -> logits (B, V), weights (B, K, S)."""
+    def forward(self, story: Tensor, question: Tensor, linear: bool = False) -> tuple[Tensor, Tensor]:
+        """story (B, S, W), question (B, Wq) word ids -> logits (B, V), weights (B, K, S).
+
+        ``linear``: linear start, the hops without their softmax (the weights are then the raw scores)."""
         c = self.config
         check_story(story, question, c.vocab, c.memory_size)
         B, S, _ = story.shape
@@ -133,6 +139,11 @@ class MemN2N(nn.Module):
         u = self.encode(question, self.embed[0])  # (B, d)
         weights = []
         for k in range(c.hops):
+            if linear:
+                p = (memories[k] @ u[:, :, None])[..., 0] * mask.to(u.dtype)  # (B, S) scores, no softmax
+                u = u + (p[:, None, :] @ memories[k + 1])[:, 0]  # (B, d)
+                weights.append(p)
+                continue
             out = attend(u[:, None, :], memories[k], memories[k + 1], score="dot", mask=mask[:, None, :],
                          need_weights=True)  # output (B, 1, d), weights (B, 1, S)
             u = u + out.output[:, 0]  # (B, d)

@@ -75,6 +75,18 @@ def test_memn2n_matches_the_papers_equations_in_float64(options):
     torch.testing.assert_close(logits, ref_logits, rtol=1e-12, atol=1e-12)
 
 
+def test_linear_start_drops_the_hops_softmax():
+    model = memnet()
+    story, question = batch()
+    logits, weights = model(story, question, linear=True)
+    ref = model.encode(story, model.embed[0]) + model.temporal[0][torch.tensor([[2, 1, 0], [1, 0, 0]])]
+    u = model.encode(question, model.embed[0])
+    first = torch.einsum("bsd,bd->bs", ref, u) * torch.tensor([[1.0, 1, 1], [1, 1, 0]], dtype=torch.float64)
+    torch.testing.assert_close(weights[:, 0], first)  # raw scores, 0 at padding, no normalisation
+    assert weights[1, :, 2].eq(0).all() and not torch.allclose(weights.sum(-1), torch.ones(2, 3, dtype=torch.float64))
+    assert torch.isfinite(logits).all()
+
+
 def test_position_encoding_is_the_papers_l_kj():
     ids = torch.tensor([[3, 5, 2, 0, 0]])  # J = 3 words, then padding
     pe = position_encoding(ids, 4, torch.float64)  # (1, 5, 4)

@@ -309,6 +309,7 @@ def case_memnet():
     memnet = MemN2N(MemNetConfig(vocab=9, dim=4, hops=2, memory_size=4))
     check("MemN2N.encode", memnet.encode, story, memnet.embed[0])
     logits, weights = check("MemN2N.forward", memnet, story, question)
+    check("MemN2N.forward (linear start)", memnet, story, question, linear=True)
     (logits.sum() + weights.sum()).backward()
     reader = AttentiveReader(ReaderConfig(vocab=9, embed_dim=4, hidden_dim=3, dropout=0.0, memory_size=4)).eval()
     check("AttentiveReader.flatten", AttentiveReader.flatten, story)
