@@ -14,6 +14,7 @@
     attnzoo translate DIR "SENTENCE"...            Spanish -> English (or any seq2seq run's source -> target)
     attnzoo train seq2seq --data pairs.tsv [--units char|word|bpe]   your own source<TAB>target pairs
     attnzoo train lm --data corpus.txt             a character LM on your own text
+    attnzoo train qa [--model memnet|reader] [--story-task single|two|yesno]   bAbI-style stories (synthetic)
     attnzoo bench [--quick] [--case NAME]          attnzoo against its peers: time, GFLOP/s, peak memory
     attnzoo compare TASK --attention a,b,c [--minutes M | --epochs E] [--seeds N]   mechanisms side by side
 
@@ -49,7 +50,7 @@ class UsageError(ValueError):
 
 USER_ERRORS = (ValueError, TypeError, RunDirError, MissingDataError, FileNotFoundError, PermissionError,
                IsADirectoryError, NotADirectoryError)
-TASKS = ("g2p", "lm", "classify", "translate", "seq2seq")
+TASKS = ("g2p", "lm", "classify", "translate", "seq2seq", "qa")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--attention", help="mechanism in the model's attention slot (see `attnzoo list`; "
                     "default: additive for rnn, mha for transformer and vit, se for cnn)")
     tr.add_argument("--model", help="architecture: g2p, translate, seq2seq: rnn (default) | transformer; "
-                    "lm: transformer; classify: cnn (default) | vit")
+                    "lm: transformer; classify: cnn (default) | vit; qa: memnet (default) | reader")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
                         "command ends within 10 minutes on 2 CPU cores; translate: 15)")
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--split", default="standard", help="g2p: standard (the benchmark's test words) | random")
     tr.add_argument("--beam", type=int, default=5, help="beam size for the test words (1 = greedy)")
     tr.add_argument("--batch-size", type=int, help="examples per step (default: g2p 256 words, lm 64 windows, "
-                    "classify 128 images, translate 64 verses, seq2seq 64 pairs)")
+                    "classify 128 images, translate 64 verses, seq2seq 64 pairs, qa 32 questions)")
     tr.add_argument("--lr", type=float, help="peak learning rate (default: the task's, e.g. g2p 3e-3 rnn, 2.5e-3 transformer)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
@@ -123,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", metavar="FILE", help="your own data: seq2seq: a TSV of source<TAB>target lines "
                     "(required); lm: any UTF-8 text instead of the Shakespeare plays")
     tr.add_argument("--units", help="seq2seq: char (default) | word | bpe, or SOURCE,TARGET such as char,word")
+    tr.add_argument("--story-task", help="qa: single (default; bAbI task 1) | two (task 2) | yesno (task 6)")
+    tr.add_argument("--stories", type=int, help="qa: training stories, five questions each (default 1000)")
 
     ev = sub.add_parser("eval", help="score a trained run on its dev and test words")
     ev.add_argument("run_dir")
@@ -219,7 +222,8 @@ _NUMBERS = {"--minutes": ("minutes", 0, False, "8"), "--epochs": ("epochs", 0, F
             "--top-p": ("top_p", 0, False, "0.9"), "--checkpoint-every": ("checkpoint_every", 0, False, "5"),
             "--checkpoint-every-steps": ("checkpoint_every_steps", 1, True, "100"),
             "--eval-every-steps": ("eval_every_steps", 1, True, "100"),
-            "--seeds": ("seeds", 1, True, "3"), "--examples": ("examples", 1, True, "4")}
+            "--seeds": ("seeds", 1, True, "3"), "--examples": ("examples", 1, True, "4"),
+            "--stories": ("stories", 1, True, "1000")}
 
 
 def check_numbers(args) -> None:
@@ -302,8 +306,11 @@ def cmd_train(args) -> int:
                          f"{args.task} reads its own data set")
     if getattr(args, "units", None) is not None and args.task != "seq2seq":
         raise ValueError("--units is for `train seq2seq`")
+    for flag in ("story_task", "stories"):
+        if getattr(args, flag, None) is not None and args.task != "qa":
+            raise ValueError(f"--{flag.replace('_', '-')} is for `train qa`")
     train = {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify,
-             "translate": _train_translate, "seq2seq": _train_seq2seq}[args.task]
+             "translate": _train_translate, "seq2seq": _train_seq2seq, "qa": _train_qa}[args.task]
     distributed.setup(args.device)  # several processes under torchrun; else nothing to do
     try:
         return train(args)
@@ -341,6 +348,8 @@ def _resume_args(args) -> None:
         ("--beam", args.beam, 5, saved.get("beam_size", 5)),
         ("--data", str(Path(args.data).resolve()) if getattr(args, "data", None) else None, None, saved.get("data")),
         ("--units", getattr(args, "units", None), None, saved.get("units")),
+        ("--story-task", getattr(args, "story_task", None), None, saved.get("story_task")),
+        ("--stories", getattr(args, "stories", None), None, saved.get("stories")),
         ("--out", None if same else args.out, None, run)]
     for flag, given, default, was in checks:
         if given is not None and given != default and given != was:
@@ -513,6 +522,34 @@ def _train_classify(args) -> int:
     return _stopped(args, m, out)
 
 
+def _train_qa(args) -> int:
+    from .tasks import qa
+
+    model = args.model or "memnet"
+    V.check_choice("model", model, qa.MODELS)
+    attention = args.attention or qa.DEFAULT_ATTENTION[model]
+    overrides = _overrides(args.set)
+    qa.check_model(model, attention, overrides)
+    check_set_values(model, overrides, qa.MODELS[model][1])
+    cfg = _task_config(args, qa.QAConfig, model=model, story_task=args.story_task or "single",
+                       stories=1000 if args.stories is None else args.stories, **_common(args, 32))
+    out = _run_dir(args, model, attention)
+    _announce(args, cfg, model, attention, out)
+    m = qa.train(cfg, out, attention=attention, model_overrides=overrides, progress=False if args.quiet else None,
+                 resume=args.resume_state)
+    print(f"\nqa {m['model']} {m['attention']} {m['story_task']} (synthetic bAbI-style stories): {m['params']:,} "
+          f"parameters, {m['train_seconds']:.0f} s training ({m['epochs']} epochs)")
+    for part in ("dev", "test"):
+        print(f"  {part:<5} {_qa_line(m[part])}")
+    print(f"report: {out / 'report.html'}")
+    return _stopped(args, m, out)
+
+
+def _qa_line(s: dict) -> str:
+    return (f"accuracy {s['accuracy']:.2%}  weight on the supporting facts {s['support_share']:.2%} "
+            f"({s['questions']:,} questions)")
+
+
 def _announce(args, cfg, model: str, attention: str, out: Path) -> None:
     if not distributed.current().is_main:
         return
@@ -551,6 +588,13 @@ def cmd_eval(args) -> int:
         r = lm.evaluate_run(args.run_dir)
         for part in ("dev", "test"):
             print(f"{part:<5} {r[part]['bpc']:.3f} bits/char ({r[part]['chars']:,} characters)")
+        return 0
+    if task == "qa":
+        from .tasks import qa
+
+        r = qa.evaluate_run(args.run_dir)
+        for part in ("dev", "test"):
+            print(f"{part:<5} {_qa_line(r[part])}")
         return 0
     if task == "classify":
         from .tasks import classify

@@ -40,7 +40,7 @@ __all__ = ["figure_png_bytes", "render_report", "write_report"]
 
 #: A key whose last word is one of these holds a fraction shown as a percent.
 FRACTION_WORDS = frozenset(
-    {"wer", "per", "cer", "ser", "acc", "accuracy", "error", "err", "localization"}
+    {"wer", "per", "cer", "ser", "acc", "accuracy", "error", "err", "localization", "share"}
 )
 #: Whole keys that hold fractions although their last word is not above.
 FRACTION_KEYS = frozenset({"exact_match", "error_rate", "sequence_accuracy"})

@@ -37,6 +37,7 @@ from attnzoo.core.scores import AdditiveScore, CosineScore, DotScore, GeneralSco
 from attnzoo.mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
 from attnzoo.models import decoding
 from attnzoo.models.lm import DecoderLM, LMConfig, sample_next
+from attnzoo.models.memnet import AttentiveReader, MemN2N, MemNetConfig, ReaderConfig, check_story, position_encoding
 from attnzoo.models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig, check_source
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
 from attnzoo.models.cnn import CNN, CNNConfig
@@ -321,6 +322,23 @@ def case_visual_helpers():
     out.sum().backward()
 
 
+def case_memnet():
+    story = torch.tensor([[[4, 5, 6], [7, 5, 0], [0, 0, 0]], [[8, 4, 0], [5, 7, 6], [6, 0, 0]]])  # (B, S, W)
+    question = torch.tensor([[7, 4], [5, 0]])
+    check("check_story", check_story, story, question, 9, 4)
+    check("position_encoding", position_encoding, story, 4, torch.float32)
+    torch.manual_seed(0)
+    memnet = MemN2N(MemNetConfig(vocab=9, dim=4, hops=2, memory_size=4))
+    check("MemN2N.encode", memnet.encode, story, memnet.embed[0])
+    logits, weights = check("MemN2N.forward", memnet, story, question)
+    check("MemN2N.forward (linear start)", memnet, story, question, linear=True)
+    (logits.sum() + weights.sum()).backward()
+    reader = AttentiveReader(ReaderConfig(vocab=9, embed_dim=4, hidden_dim=3, dropout=0.0, memory_size=4)).eval()
+    check("AttentiveReader.flatten", AttentiveReader.flatten, story)
+    logits, _ = check("AttentiveReader.forward", reader, story, question)
+    logits.sum().backward()
+
+
 def case_location_helpers():
     keys, values, mask = step_memory(6, torch.float32)
     q = torch.randn(B, 6)
@@ -378,6 +396,9 @@ CASES = {
     "attnzoo.models.cnn.CNN.forward": case_cnn,
     "attnzoo.mechanisms.visual.flatten_grid": case_visual_helpers,
     "attnzoo.mechanisms.visual.doubly_stochastic_penalty": case_visual_helpers,
+    **{f"attnzoo.models.memnet.{n}": case_memnet for n in (
+        "check_story", "position_encoding", "MemN2N.encode", "MemN2N.forward", "AttentiveReader.flatten",
+        "AttentiveReader.forward")},
     **{f"attnzoo.mechanisms.location.{n}": case_location_helpers for n in (
         "LocationAwareAttention.location_features", "GMMAttention.mixture_parameters", "_LocalAttention.windowed",
         "LocalPredictiveAttention.predicted_position", "MonotonicAttention.energy",
