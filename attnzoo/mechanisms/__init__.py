@@ -3,6 +3,8 @@
 from .base import AttentionState, StepAttention
 from .content import (AdditiveAttention, ContentAttention, CosineAttention, DotAttention, GeneralAttention,
                       ScaledDotAttention)
+from .convolutional import (AugmentedConv2d, ConvCache, DynamicConv, LightweightConv,
+                            MultiStepAttention)
 from .multihead import GroupedQueryAttention, MultiHeadAttention, MultiQueryAttention
 from .self_attention import SelfAttention
 from .transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
@@ -10,4 +12,5 @@ from .transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
 __all__ = ["AttentionState", "StepAttention", "ContentAttention", "DotAttention", "ScaledDotAttention",
            "GeneralAttention", "AdditiveAttention", "CosineAttention", "MultiHeadAttention",
            "GroupedQueryAttention", "MultiQueryAttention", "SelfAttention", "BlockConfig", "EncoderBlock",
-           "DecoderBlock", "FeedForward"]
+           "DecoderBlock", "FeedForward", "LightweightConv", "DynamicConv", "ConvCache",
+           "AugmentedConv2d", "MultiStepAttention"]
