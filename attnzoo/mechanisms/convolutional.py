@@ -228,6 +228,8 @@ class LightweightConv(nn.Module):
         """padded (B, L + K-1, C), kernels (H, K) or (B, L, H, K) -> (B, L, C)."""
         B, _, C = padded.shape
         H, K, R = self.num_heads, self.kernel_size, C // self.num_heads
+        if L == 0:  # an empty sequence (the window would be shorter than the kernel)
+            return padded.new_zeros(B, 0, C)  # (B, 0, C)
         if not self.dynamic:
             weight = w.repeat_interleave(R, dim=0)[:, None, :]  # (C, 1, K): channel c takes its head's kernel
             out = F.conv1d(padded.transpose(1, 2), weight, groups=C)  # (B, C, L) depthwise

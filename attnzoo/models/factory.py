@@ -36,7 +36,7 @@ def check_model(model: str, attention: str, options: dict | None) -> None:
         get(attention)
         fits = TRANSFORMER_ATTENTION if model == "transformer" else CONVS2S_ATTENTION
         if attention not in fits:
-            raise ValueError(f"attention {attention!r} does not fit the {model}'s slot; choose one of: "
+            raise ValueError(f"attention {attention!r} does not fit the {model} model's slot; choose one of: "
                              f"{', '.join(fits)} (or --model rnn for step-wise mechanisms)")
     check_options(model, options, MODELS[model][1], _FIXED)
 
