@@ -99,7 +99,7 @@ def test_weight_norm_splits_every_weight_into_a_direction_and_a_gain():
     conv = model.decoder[0]
     v, g = conv.parametrizations.weight.original1, conv.parametrizations.weight.original0
     torch.testing.assert_close(conv.weight, g * v / v.flatten(1).norm(dim=1)[:, None, None])
-    assert sum(1 for n, _ in model.named_parameters() if n.endswith("original0")) == 2 + 2 + 2 + 3 + 3 + 6 + 1
+    assert sum(1 for n, _ in model.named_parameters() if n.endswith("original0")) == 2 + 2 + 2 + 3 + 6 + 1  # every linear and conv
     assert not any("original" in n for n, _ in tiny(weight_norm=False).named_parameters())
 
 
