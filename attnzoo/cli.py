@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model on a task and write a run directory")
     tr.add_argument("task", choices=TASKS)
     tr.add_argument("--attention", help="mechanism in the model's attention slot (see `attnzoo list`; "
-                    "default: additive for rnn, mha for transformer and vit, se for cnn)")
-    tr.add_argument("--model", help="architecture: g2p, translate, seq2seq: rnn (default) | transformer; "
+                    "default: additive for rnn, mha for transformer (or lightweight | dynamic convolutions) and vit, "
+                    "multistep for convs2s, se for cnn)")
+    tr.add_argument("--model", help="architecture: g2p, translate, seq2seq: rnn (default) | transformer | convs2s; "
                     "lm: transformer; classify: cnn (default) | vit; qa: memnet (default) | reader")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
@@ -108,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--beam", type=int, default=5, help="beam size for the test words (1 = greedy)")
     tr.add_argument("--batch-size", type=int, help="examples per step (default: g2p 256 words, lm 64 windows, "
                     "classify 128 images, translate 64 verses, seq2seq 64 pairs, qa 32 questions)")
-    tr.add_argument("--lr", type=float, help="peak learning rate (default: the task's, e.g. g2p 3e-3 rnn, 2.5e-3 transformer)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default: the task's, e.g. g2p 3e-3 rnn, 2.5e-3 "
+                    "transformer, 2e-3 convs2s)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
     tr.add_argument("--resume", metavar="DIR", help="continue the run in DIR (stopped by Ctrl-C or SIGTERM, or "

@@ -61,7 +61,7 @@ def register(name: str, *, family: str, paper: str) -> Callable[[type], type]:
 
 def _load_all() -> None:
     # importing the family modules runs their @register decorators
-    from .mechanisms import content, location, multihead, self_attention, visual  # noqa: F401
+    from .mechanisms import content, convolutional, location, multihead, self_attention, visual  # noqa: F401
 
 
 def mechanisms(family: str | None = None) -> list[MechanismInfo]:

@@ -39,6 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EXIT2 = "exit 2"
 
 
+def convs2s_past_max_len():
+    model = build_seq2seq("convs2s", 10, 8, "multistep", dict(embed_dim=4, hidden_dim=4, enc_layers=1, dec_layers=1,
+                                                              max_len=4))
+    memory, state = model.encode(torch.tensor([[3, 4]]), torch.tensor([2]))
+    for _ in range(5):
+        _, _, state = model.step(torch.tensor([1]), state, memory)
+
+
 @dataclass
 class Case:
     what: str
@@ -308,6 +316,18 @@ CASES = [
          lambda tmp, mp: KVCache().append(t(2, 1, 3, 4), t(2, 1, 5, 4)), ValueError, "must agree in (B, G, L)"),
     Case("KVCache.append: float64 after float32", lambda tmp, mp: cache_dtype_change(), TypeError,
          "keep one dtype and device per cache"),
+    Case("Lightweight convolution: a KVCache instead of its ConvCache",
+         lambda tmp, mp: attnzoo.create("lightweight", dim=8, num_heads=2)(t(2, 1, 8), is_causal=True, cache=KVCache()),
+         TypeError, "keeps its last K-1 inputs in a ConvCache, got a KVCache; pass layer.new_cache()"),
+    Case("Dynamic convolution: a cache without is_causal",
+         lambda tmp, mp: (lambda m: m(t(2, 1, 8), cache=m.new_cache()))(attnzoo.create("dynamic", dim=8, num_heads=2)),
+         ValueError, "a ConvCache serves the decoder's causal convolution: pass is_causal=True"),
+    Case("Attention-augmented convolution: an image larger than its relative embeddings",
+         lambda tmp, mp: attnzoo.create("aaconv", 3, 8, max_size=4)(t(1, 3, 5, 4)), ValueError,
+         "is larger than the 4 x 4 images its relative embeddings cover; build the layer with max_size=(5, 4)"),
+    Case("ConvS2S multi-step attention: values of another length",
+         lambda tmp, mp: attnzoo.create("multistep", 8, 4)(t(2, 3, 8), t(2, 3, 4), t(2, 5, 4), t(2, 6, 4)), ValueError,
+         "values must have shape (2, 5, 4), got (2, 6, 4)"),
     # --- models
     Case("RNN seq2seq: float src", lambda tmp, mp: rnn().encode(SRC.float(), LENGTHS), TypeError,
          "src must hold integer token ids (B, S), got dtype torch.float32; pass src.long()"),
@@ -330,6 +350,8 @@ CASES = [
     Case("Transformer seq2seq: src longer than max_len",
          lambda tmp, mp: transformer().encode(torch.randint(3, 10, (1, 20)), torch.tensor([20])), ValueError,
          "is longer than max_len=16"),
+    Case("ConvS2S: decoding past max_len", lambda tmp, mp: convs2s_past_max_len(), ValueError,
+         "decoding position 4 is past max_len=4"),
     Case("LM: tokens longer than the context", lambda tmp, mp: lm()(torch.randint(0, 10, (1, 12))), ValueError,
          "exceed the model's context of 8 positions; pass at most the last 8"),
     Case("LM: a token id outside the vocabulary", lambda tmp, mp: lm()(torch.full((1, 4), 10)), ValueError,
@@ -364,6 +386,9 @@ CASES = [
          EXIT2, "unknown attention (the vit's slot) 'se'"),
     Case("`train classify --attention additive`", cli("train", "classify", "--attention", "additive"), EXIT2,
          "the cnn's block after each stage: none, se, cbam, nonlocal"),
+    Case("`--model convs2s --attention additive`",
+         cli("train", "g2p", "--model", "convs2s", "--attention", "additive"), EXIT2,
+         "does not fit the convs2s model's slot; choose one of: multistep"),
     Case("`--minutes -1`", cli("train", "g2p", "--minutes", "-1"), EXIT2, "--minutes must be positive"),
     Case("`--minutes inf`", cli("train", "g2p", "--minutes", "inf"), EXIT2, "--minutes must be positive and finite"),
     Case("`--minutes abc`", cli("train", "g2p", "--minutes", "abc"), EXIT2, "invalid float value: 'abc'"),

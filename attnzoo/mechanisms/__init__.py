@@ -3,6 +3,8 @@
 from .base import AttentionState, ImageAttention, StepAttention, VisualOutput
 from .content import (AdditiveAttention, ContentAttention, CosineAttention, DotAttention, GeneralAttention,
                       ScaledDotAttention)
+from .convolutional import (AugmentedConv2d, ConvCache, DynamicConv, LightweightConv,
+                            MultiStepAttention)
 from .multihead import GroupedQueryAttention, MultiHeadAttention, MultiQueryAttention
 from .self_attention import SelfAttention
 from .transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
@@ -14,4 +16,4 @@ __all__ = ["AttentionState", "StepAttention", "ContentAttention", "DotAttention"
            "GroupedQueryAttention", "MultiQueryAttention", "SelfAttention", "BlockConfig", "EncoderBlock",
            "DecoderBlock", "FeedForward", "ImageAttention", "VisualOutput", "SoftSpatialAttention",
            "SqueezeExcitationAttention", "ConvBlockAttention", "NonLocalAttention", "doubly_stochastic_penalty",
-           "flatten_grid"]
+           "flatten_grid", "LightweightConv", "DynamicConv", "ConvCache", "AugmentedConv2d", "MultiStepAttention"]

@@ -10,7 +10,12 @@ each sublayer wrapped as
 and FFN(x) = W_2 act(W_1 x + b_1) + b_2.
 
 Attention layers are :class:`~attnzoo.mechanisms.multihead.MultiHeadAttention`
-(so MHA/GQA/MQA, positions and the fused kernel come with them).
+(so MHA/GQA/MQA, positions and the fused kernel come with them). The
+self-attention slot also takes a lightweight or dynamic convolution
+(``self_attention="lightweight"|"dynamic"``, Wu et al. 2019): the same call,
+a causal convolution in the decoder, and a
+:class:`~attnzoo.mechanisms.convolutional.ConvCache` of its last K-1 inputs
+instead of a KVCache when decoding (``new_self_cache(layer)`` makes the right one).
 
 Shape legend: B batch, L target length, S source length, ``dim`` model width.
 """
@@ -22,8 +27,12 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core import validate as V
 from ..core.kv_cache import KVCache
+from .convolutional import ConvCache, DynamicConv, LightweightConv
 from .multihead import MultiHeadAttention
+
+SELF_ATTENTION = ("mha", "lightweight", "dynamic")
 
 
 @dataclass
@@ -38,6 +47,15 @@ class BlockConfig:
     activation: str = "gelu"  # "gelu" or "relu" (the paper)
     positions: str | None = None  # "rope" | "alibi" | "t5" | "relative" for self-attention
     fused_attn: bool = True  # PyTorch's fused kernel when no weights are asked for
+    self_attention: str = "mha"  # or "lightweight" | "dynamic": a convolution over time in the slot (Wu 2019)
+    kernel_size: int = 7  # the convolution's taps (lightweight/dynamic); attn_dropout drops its kernel's taps
+
+    def __post_init__(self):
+        V.check_choice("self_attention", self.self_attention, SELF_ATTENTION)
+        if self.self_attention != "mha" and self.positions is not None:
+            raise ValueError(f"positions={self.positions!r} go into multi-head self-attention; a "
+                             f"{self.self_attention} convolution sees positions through its window "
+                             "(add absolute positions to the inputs instead)")
 
 
 class FeedForward(nn.Module):
@@ -68,9 +86,17 @@ class _Sublayer(nn.Module):
         return (x if self.norm_first else self.norm(x)), weights
 
 
-def _attention(cfg: BlockConfig, positions: str | None) -> MultiHeadAttention:
+def _attention(cfg: BlockConfig, positions: str | None) -> nn.Module:
+    if cfg.self_attention != "mha":
+        cls = LightweightConv if cfg.self_attention == "lightweight" else DynamicConv
+        return cls(cfg.dim, cfg.num_heads, cfg.kernel_size, weight_dropout=cfg.attn_dropout)
     return MultiHeadAttention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, dropout_p=cfg.attn_dropout,
                               positions=positions, fused_attn=cfg.fused_attn, t5_bidirectional=True)
+
+
+def new_self_cache(layer: nn.Module) -> KVCache | ConvCache:
+    """The cache a self-attention layer decodes with: its own (a convolution's ConvCache) or a KVCache."""
+    return layer.new_cache() if hasattr(layer, "new_cache") else KVCache()
 
 
 @dataclass
@@ -94,7 +120,7 @@ class SelfAttentionBlock(nn.Module):
         self.ffn_sub = _Sublayer(cfg.dim, cfg.dropout, cfg.norm_first)
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None, need_weights: bool = False, *,
-                is_causal: bool = False, cache: KVCache | None = None) -> BlockOutput:
+                is_causal: bool = False, cache: KVCache | ConvCache | None = None) -> BlockOutput:
         x, w = self.attn_sub(x, lambda h: tuple(self.self_attn(h, key_mask=key_mask, need_weights=need_weights,
                                                                is_causal=is_causal, cache=cache)))
         x, _ = self.ffn_sub(x, lambda h: (self.ffn(h), None))
@@ -119,7 +145,7 @@ class DecoderBlock(nn.Module):
         self.ffn_sub = _Sublayer(cfg.dim, cfg.dropout, cfg.norm_first)
 
     def forward(self, x: Tensor, memory: Tensor | None, memory_mask: Tensor | None = None, *,
-                need_weights: bool = False, self_cache: KVCache | None = None,
+                need_weights: bool = False, self_cache: KVCache | ConvCache | None = None,
                 cross_cache: KVCache | None = None) -> BlockOutput:
         """x (B, L, dim); memory (B, S, memory_dim) (may be None once cross_cache holds it)."""
         weights = {}

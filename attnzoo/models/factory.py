@@ -1,8 +1,10 @@
-"""Build a sequence-to-sequence model by name: ``--model rnn|transformer`` and ``--attention NAME``.
+"""Build a sequence-to-sequence model by name: ``--model rnn|transformer|convs2s`` and ``--attention NAME``.
 
 The attention slot differs by architecture: the RNN decoder takes any
 step-wise mechanism (``additive``, ``general``, ...); the Transformer takes a
-multi-head variant (``mha``, ``gqa``, ``mqa``), which sets its key/value heads.
+multi-head variant (``mha``, ``gqa``, ``mqa``), which sets its key/value heads,
+or a lightweight or dynamic convolution (``lightweight``, ``dynamic``), which
+replaces its self-attention; ConvS2S takes its multi-step attention (``multistep``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from ..core import validate as V
 from ..registry import get, get_step_wise
 from ..training.run import check_options, kv_heads_for
 from .rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
+from .convs2s import ConvS2S, ConvS2SConfig
 from .transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
 
-MODELS = {"rnn": (RNNSeq2Seq, Seq2SeqConfig), "transformer": (TransformerSeq2Seq, TransformerConfig)}
-DEFAULT_ATTENTION = {"rnn": "additive", "transformer": "mha"}
-TRANSFORMER_ATTENTION = ("mha", "gqa", "mqa")
-_FIXED = {"src_vocab", "tgt_vocab", "attention"}
+MODELS = {"rnn": (RNNSeq2Seq, Seq2SeqConfig), "transformer": (TransformerSeq2Seq, TransformerConfig),
+          "convs2s": (ConvS2S, ConvS2SConfig)}
+DEFAULT_ATTENTION = {"rnn": "additive", "transformer": "mha", "convs2s": "multistep"}
+TRANSFORMER_CONVOLUTIONS = ("lightweight", "dynamic")  # they replace self-attention; cross-attention stays MHA
+TRANSFORMER_ATTENTION = ("mha", "gqa", "mqa") + TRANSFORMER_CONVOLUTIONS
+CONVS2S_ATTENTION = ("multistep",)
+_FIXED = {"src_vocab", "tgt_vocab", "attention", "self_attention"}
 
 
 def check_model(model: str, attention: str, options: dict | None) -> None:
@@ -28,9 +34,10 @@ def check_model(model: str, attention: str, options: dict | None) -> None:
         get_step_wise(attention)
     else:
         get(attention)
-        if attention not in TRANSFORMER_ATTENTION:
-            raise ValueError(f"attention {attention!r} does not fit the transformer's slot; choose one of: "
-                             f"{', '.join(TRANSFORMER_ATTENTION)} (or --model rnn for step-wise mechanisms)")
+        fits = TRANSFORMER_ATTENTION if model == "transformer" else CONVS2S_ATTENTION
+        if attention not in fits:
+            raise ValueError(f"attention {attention!r} does not fit the {model} model's slot; choose one of: "
+                             f"{', '.join(fits)} (or --model rnn for step-wise mechanisms)")
     check_options(model, options, MODELS[model][1], _FIXED)
 
 
@@ -41,8 +48,13 @@ def build_seq2seq(model: str, src_vocab: int, tgt_vocab: int, attention: str, op
     options = dict(options or {})
     if model == "rnn":
         cfg = cfg_cls(src_vocab=src_vocab, tgt_vocab=tgt_vocab, attention=attention, **options)
+    elif model == "transformer":
+        if attention in TRANSFORMER_CONVOLUTIONS:
+            options["self_attention"] = attention
+        else:
+            options = kv_heads_for(attention, options, TransformerConfig.num_heads)
+        cfg = cfg_cls(src_vocab=src_vocab, tgt_vocab=tgt_vocab, **options)
     else:
-        options = kv_heads_for(attention, options, TransformerConfig.num_heads)
         cfg = cfg_cls(src_vocab=src_vocab, tgt_vocab=tgt_vocab, **options)
     return cls(cfg, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
 

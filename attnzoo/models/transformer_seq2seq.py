@@ -15,6 +15,11 @@ search decoders run both.
 Positions: ``sinusoidal`` or ``learned`` are added to the embeddings; ``rope``,
 ``alibi``, ``t5`` and ``relative`` go into every self-attention layer.
 
+``self_attention="lightweight"|"dynamic"`` puts Wu et al.'s (2019) convolutions
+in every self-attention slot (encoder: centred windows, decoder: causal ones
+that decode with a cache of their last K-1 inputs); cross-attention stays
+multi-head. ``--model transformer --attention dynamic`` picks it.
+
 Shape legend: B batch, S source length, T target length, V target vocabulary, ``dim`` width.
 """
 
@@ -30,7 +35,8 @@ from torch import Tensor, nn
 from ..config import ConfigMixin
 from ..core import validate as V
 from ..core.kv_cache import KVCache
-from ..mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock
+from ..mechanisms.convolutional import ConvCache
+from ..mechanisms.transformer import SELF_ATTENTION, BlockConfig, DecoderBlock, EncoderBlock, new_self_cache
 from ..positions import LearnedPositions, SinusoidalPositions
 from .rnn_seq2seq import Memory, check_source
 
@@ -54,9 +60,16 @@ class TransformerConfig(ConfigMixin):
     positions: str = "sinusoidal"  # sinusoidal | learned | rope | alibi | t5 | relative
     max_len: int = 512  # longest sequence the absolute positions cover
     activation: str = "gelu"
+    self_attention: str = "mha"  # mha | lightweight | dynamic (a convolution over time, Wu 2019)
+    kernel_size: int = 7  # taps of the lightweight/dynamic convolutions
 
     def __post_init__(self):
         V.check_choice("positions", self.positions, POSITIONS)
+        V.check_choice("self_attention", self.self_attention, SELF_ATTENTION)
+        if self.self_attention != "mha" and self.positions not in ABSOLUTE:
+            raise ValueError(f"positions={self.positions!r} go into multi-head self-attention; with "
+                             f"self_attention={self.self_attention!r} use 'sinusoidal' or 'learned'")
+        V.check_positive("kernel_size", self.kernel_size)
         for name in ("src_vocab", "tgt_vocab", "dim", "num_heads", "enc_layers", "dec_layers", "max_len"):
             V.check_positive(name, getattr(self, name))
         if self.dim % self.num_heads:
@@ -66,16 +79,18 @@ class TransformerConfig(ConfigMixin):
         return BlockConfig(dim=self.dim, num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
                            ffn_dim=self.ffn_dim, dropout=self.dropout, attn_dropout=self.attn_dropout,
                            norm_first=self.norm_first, activation=self.activation,
-                           positions=None if self.positions in ABSOLUTE else self.positions)
+                           positions=None if self.positions in ABSOLUTE else self.positions,
+                           self_attention=self.self_attention, kernel_size=self.kernel_size)
 
 
 
 
 @dataclass
 class TransformerState:
-    """Per decoder layer: a self-attention cache and a cross-attention cache; ``step`` = tokens so far."""
+    """Per decoder layer: a self-attention cache (a ConvCache for convolutions) and a cross-attention cache;
+    ``step`` = tokens so far."""
 
-    self_caches: list[KVCache]
+    self_caches: list[KVCache | ConvCache]
     cross_caches: list[KVCache]
     step: int = 0
 
@@ -129,7 +144,8 @@ class TransformerSeq2Seq(nn.Module):
             x = block(x, key_mask=mask).output
         memory = Memory(self.enc_norm(x), mask)
         n = len(self.decoder)
-        return memory, TransformerState([KVCache() for _ in range(n)], [KVCache() for _ in range(n)])
+        return memory, TransformerState([new_self_cache(b.self_attn) for b in self.decoder],
+                                        [KVCache() for _ in range(n)])
 
     # ------------------------------------------------------------------ decoder
     def _decode(self, y: Tensor, memory: Memory, state: TransformerState | None, need_weights: bool):

@@ -3,10 +3,10 @@
 Data, model and metric wired together:
 
 * data: :mod:`attnzoo.data.g2p` (the ``standard`` benchmark split by default);
-* model: :class:`~attnzoo.models.rnn_seq2seq.RNNSeq2Seq` (``--model rnn``) or
+* model: :class:`~attnzoo.models.rnn_seq2seq.RNNSeq2Seq` (``--model rnn``),
   :class:`~attnzoo.models.transformer_seq2seq.TransformerSeq2Seq` (``--model
-  transformer``) over letters -> ARPAbet phonemes, with ``--attention`` in its
-  attention slot;
+  transformer``) or :class:`~attnzoo.models.convs2s.ConvS2S` (``--model convs2s``)
+  over letters -> ARPAbet phonemes, with ``--attention`` in its attention slot;
 * metric: PER and WER as in the published G2P papers
   (:func:`attnzoo.training.metrics.g2p_scores`), test words decoded with beam search.
 
@@ -49,8 +49,10 @@ G2P_MODEL_DEFAULTS = {
     # measured (benchmarks/README.md): per epoch dim 128 and 192 learn alike, and 128 runs 1.8x faster
     "transformer": dict(dim=128, num_heads=4, enc_layers=3, dec_layers=3, ffn_dim=512, dropout=0.1,
                         positions="sinusoidal", max_len=64),
+    "convs2s": dict(embed_dim=128, hidden_dim=256, enc_layers=4, dec_layers=3, enc_kernel=3, dec_kernel=3,
+                    dropout=0.1, max_len=128),
 }
-DEFAULT_LR = {"rnn": 3e-3, "transformer": 2.5e-3}
+DEFAULT_LR = {"rnn": 3e-3, "transformer": 2.5e-3, "convs2s": 2e-3}
 
 
 @dataclass
@@ -76,7 +78,7 @@ class G2PConfig(Seq2SeqOptions):
 class G2PModel:
     """A trained model with its vocabularies: ``pronounce(words)``."""
 
-    model: torch.nn.Module  # RNNSeq2Seq or TransformerSeq2Seq: encode() and step()
+    model: torch.nn.Module  # RNNSeq2Seq, TransformerSeq2Seq or ConvS2S: encode() and step()
     letters: Vocab
     phonemes: Vocab
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -239,7 +241,7 @@ def write_g2p_report(out: Path, g2p: G2PModel, test: dict, metrics: dict, config
             "caption": f"{w}  ->  {' '.join(phones)}   (reference {ref}) {'✓' if right else '✗'}",
         })
     figures = []
-    if hasattr(g2p.model, "attention_maps") and words:  # Transformer: every layer's and head's cross-attention
+    if hasattr(g2p.model, "attention_maps") and words:  # Transformer, ConvS2S: every layer's (and head's) attention
         w, r = words[0], results[0]
         src = torch.tensor([g2p.letters.encode(list(w))], device=g2p.device)
         tgt_in = torch.tensor([[g2p.phonemes.bos_id] + g2p.phonemes.encode(r.phonemes)], device=g2p.device)

@@ -6,7 +6,7 @@
   so that ``attnzoo eval DIR`` scores the same pairs without the original file;
 * tokens: ``--units char`` (default), ``word`` or ``bpe``, or ``SOURCE,TARGET``
   (``char,word`` for a lexicon whose targets are space-separated symbols);
-* model: the encoder-decoders of g2p and translate (``--model rnn|transformer``,
+* model: the encoder-decoders of g2p and translate (``--model rnn|transformer|convs2s``,
   ``--attention NAME``), their sizes: g2p's for characters, translate's otherwise;
 * metrics: ``ser`` (share of outputs matching none of the source's targets;
   ``exact_match`` = 1 - ser), ``token_error`` (token error rate: edit distance to the closest
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 TASK = "seq2seq"
 DEFAULT_MINUTES = 8.0
-DEFAULT_LR = {"rnn": 2e-3, "transformer": 1e-3}
+DEFAULT_LR = {"rnn": 2e-3, "transformer": 1e-3, "convs2s": 1e-3}
 MAX_RATIO = 8.0  # decoding stops after MAX_RATIO x (source length) + 10 tokens at most
 
 
@@ -127,7 +127,7 @@ class Transducer:
 
     def _max_len(self, source_len: int) -> int:
         n = int(self.max_ratio * source_len) + 10
-        limit = getattr(self.model.config, "max_len", None)  # the Transformer's positions
+        limit = getattr(self.model.config, "max_len", None)  # the Transformer's and ConvS2S's positions
         return min(n, limit - 1) if limit else n
 
     @torch.no_grad()
@@ -177,7 +177,7 @@ def model_defaults(model: str, units: str) -> dict:
 def build_model(cfg: PairsConfig, source: Units, target: Units, attention: str, longest: int,
                 overrides: dict | None = None):
     options = {**model_defaults(cfg.model, cfg.units), **(overrides or {})}
-    if cfg.model == "transformer" and "max_len" not in (overrides or {}):
+    if cfg.model in ("transformer", "convs2s") and "max_len" not in (overrides or {}):
         options["max_len"] = max(64, int(longest * 1.5) + 16)  # positions for the longest pair and some
     sv, tv = source.vocab(), target.vocab()
     return build_seq2seq(cfg.model, len(sv), len(tv), attention, options, pad_id=tv.pad_id, bos_id=tv.bos_id,
@@ -323,7 +323,7 @@ def write_seq2seq_report(out: Path, transducer: Transducer, test: list[Pair], me
         alignments.append({"source": src_labels, "target": tgt_labels, "weights": weights.numpy(),
                            "caption": f"{s}  ->  {r.text}   (reference: {refs[s][0]}) {'✓' if right else '✗'}"})
     figures = []
-    if hasattr(transducer.model, "attention_maps") and chosen:  # Transformer: every layer's and head's weights
+    if hasattr(transducer.model, "attention_maps") and chosen:  # Transformer, ConvS2S: every layer's weights
         s, r = chosen[0], results[0]
         dev = transducer.device
         src_tokens, src_ids = transducer.encode_source(s)

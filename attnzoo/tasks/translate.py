@@ -4,7 +4,7 @@
   ``sword-text-kjv``, read with ``pysword``), split by chapter;
 * vocabulary: one byte-pair-encoding model per language, learned from the
   training verses only (:mod:`attnzoo.data.subword`);
-* model: the same encoder-decoders as g2p (``--model rnn|transformer``) with any
+* model: the same encoder-decoders as g2p (``--model rnn|transformer|convs2s``) with any
   step-wise mechanism in the RNN's attention slot (``--attention``);
 * metric: corpus BLEU and chrF with ``sacrebleu`` on detokenised text, test
   verses decoded with beam search.
@@ -45,8 +45,10 @@ TRANSLATE_MODEL_DEFAULTS = {
                 order="luong", input_feeding=False, dropout=0.3),
     "transformer": dict(dim=256, num_heads=4, enc_layers=3, dec_layers=3, ffn_dim=1024, dropout=0.1,
                         positions="sinusoidal", max_len=512),
+    "convs2s": dict(embed_dim=256, hidden_dim=256, enc_layers=6, dec_layers=4, enc_kernel=3, dec_kernel=3,
+                    dropout=0.2, max_len=512),
 }
-DEFAULT_LR = {"rnn": 2e-3, "transformer": 7e-4}
+DEFAULT_LR = {"rnn": 2e-3, "transformer": 7e-4, "convs2s": 1e-3}
 
 
 @dataclass

@@ -67,9 +67,9 @@ class Seq2SeqOptions(TrainOptions):
     grad_clip: float = 1.0  # max gradient norm
     beam_size: int = 5  # test decoding (dev evaluations during training are greedy)
     length_penalty: float = 1.0  # beam: score / length ** penalty
-    model: str = "rnn"  # architecture: rnn | transformer
+    model: str = "rnn"  # architecture: rnn | transformer | convs2s
 
-    default_lrs = {"rnn": 1e-3, "transformer": 1e-3}  # peak lr per architecture (a task overrides)
+    default_lrs = {"rnn": 1e-3, "transformer": 1e-3, "convs2s": 1e-3}  # peak lr per architecture (a task overrides)
 
     def __post_init__(self):
         from ..models.factory import MODELS

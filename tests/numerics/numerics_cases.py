@@ -46,15 +46,22 @@ VARIANTS = {
 
 #: mechanisms whose weights are a distribution over the allowed keys (sum to one; one key -> weight 1).
 #: The others follow an unnormalised equation: gmm (a soft window), local_p (window softmax times a
-#: Gaussian), monotonic (the probability of stopping at each key, which may sum to less than one).
+#: Gaussian), monotonic (the probability of stopping at each key, which may sum to less than one),
+#: lightweight and dynamic (a kernel normalised over its K taps, whose taps outside the sequence or on
+#: padding are lost: rows sum to one only where the whole window is real).
 NORMALISED = {"dot", "scaled_dot", "general", "additive", "cosine", "location", "location_aware", "local_m",
-              "self", "mha", "gqa", "mqa", "soft_spatial", "nonlocal"}
+              "self", "mha", "gqa", "mqa", "soft_spatial", "nonlocal", "aaconv", "multistep"}
 #: (se and cbam: sigmoid gates in (0, 1), one per channel or position, not a distribution)
-UNNORMALISED = {"gmm", "local_p", "monotonic", "se", "cbam"}
+UNNORMALISED = {"gmm", "local_p", "monotonic", "se", "cbam", "lightweight", "dynamic"}
 #: mechanisms whose weights depend on the keys only through a content score, so equal keys give
 #: uniform weights over the allowed keys (local_m: over the allowed keys inside its window)
 UNIFORM_ON_EQUAL_KEYS = {"dot", "scaled_dot", "general", "additive", "cosine", "self", "mha", "gqa", "mqa",
                          "local_m", "soft_spatial", "nonlocal"}
+
+#: families whose mechanisms take inputs of their own shapes (convolutions over time with banded weights,
+#: images, a ConvS2S decoder's (h, g) pair): variants() leaves them out, and their numerics are in
+#: test_numerics_convolutional.py (builders below: OWN_CASES)
+OWN_NUMERICS = {"convolutional"}
 
 CPU_DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
@@ -81,6 +88,8 @@ def variants(step_wise: bool | None = None, kind: str | None = None) -> list:
         kind = "step" if step_wise else "sequence"
     out = []
     for info in attnzoo.mechanisms():
+        if info.family in OWN_NUMERICS:
+            continue
         if kind is not None and info.kind != kind:
             continue
         base = OPTIONS.get(info.name, {})
@@ -230,3 +239,65 @@ def assert_all_finite(run: Run) -> None:
 def tol(dtype) -> dict:
     return {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=1e-6, rtol=1e-5),
             torch.bfloat16: dict(atol=2e-2, rtol=2e-2), torch.float16: dict(atol=2e-3, rtol=2e-3)}[dtype]
+
+
+# --------------------------------------------------------------------------- the convolutional family
+#: (name, options, id) of every convolutional case: lightweight/dynamic causal and centred, aaconv with and
+#: without relative logits, ConvS2S multi-step attention
+CONV_SEQUENCE = [("lightweight", dict(kernel_size=3), "lightweight"),
+                 ("lightweight", dict(kernel_size=4, causal=True), "lightweight-causal"),
+                 ("dynamic", dict(kernel_size=3), "dynamic"),
+                 ("dynamic", dict(kernel_size=4, causal=True), "dynamic-causal")]
+CONV_IMAGE = [("aaconv", dict(), "aaconv"), ("aaconv", dict(relative=False), "aaconv-absolute")]
+CONV_MULTISTEP = [("multistep", dict(), "multistep")]
+OWN_CASES = CONV_SEQUENCE + CONV_IMAGE + CONV_MULTISTEP
+IMAGE_CHANNELS, IMAGE_OUT, EMBED = 3, 8, 5
+
+
+def own_params(cases) -> list:
+    return [pytest.param(name, options, id=tag) for name, options, tag in cases]
+
+
+def build_own(name: str, options: dict, dtype=torch.float32, device="cpu"):
+    """A convolutional mechanism at tiny sizes; ``causal`` is a call option, not a constructor one."""
+    torch.manual_seed(0)
+    options = {k: v for k, v in options.items() if k != "causal"}
+    if name in ("lightweight", "dynamic"):
+        m = attnzoo.create(name, dim=DIM, num_heads=HEADS, **options)
+    elif name == "aaconv":
+        m = attnzoo.create(name, IMAGE_CHANNELS, IMAGE_OUT, 3, dk=4, dv=4, num_heads=HEADS, max_size=6, **options)
+        if m.relative:
+            with torch.no_grad():
+                m.rel_h.normal_()
+                m.rel_w.normal_()
+    else:
+        m = attnzoo.create(name, DIM, EMBED, **options)
+    return m.eval().to(device=device, dtype=dtype)
+
+
+def run_sequence(m, L: int, dtype, device="cpu", causal=False, x_scale=1.0, key_mask=None, need_weights=True) -> Run:
+    g = torch.Generator().manual_seed(3)
+    x = leaf((torch.randn(B, L, DIM, generator=g, dtype=torch.float64) * x_scale).to(device=device, dtype=dtype))
+    km = None if key_mask is None else key_mask.to(device)
+    out = m(x, key_mask=km, is_causal=causal, need_weights=need_weights)
+    return Run([out.output], [] if out.weights is None else [out.weights], {"x": x}, m)
+
+
+def run_conv_image(m, Y: int, X: int, dtype, device="cpu", x_scale=1.0, constant=False, need_weights=True) -> Run:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(B, IMAGE_CHANNELS, Y, X, generator=g, dtype=torch.float64) * x_scale
+    if constant:
+        x = x[:, :, :1, :1].expand_as(x).clone()
+    x = leaf(x.to(device=device, dtype=dtype))
+    out = m(x, need_weights=need_weights)
+    return Run([out.output], [] if out.weights is None else [out.weights], {"x": x}, m)
+
+
+def run_multistep(m, T: int, S: int, dtype, device="cpu", x_scale=1.0, key_mask=None, need_weights=True) -> Run:
+    g = torch.Generator().manual_seed(5)
+    sizes = {"h": (B, T, DIM), "target_embed": (B, T, EMBED), "keys": (B, S, EMBED), "values": (B, S, EMBED)}
+    inputs = {k: leaf((torch.randn(*v, generator=g, dtype=torch.float64) * x_scale).to(device=device, dtype=dtype))
+              for k, v in sizes.items()}
+    km = None if key_mask is None else key_mask.to(device)
+    out = m(inputs["h"], inputs["target_embed"], inputs["keys"], inputs["values"], km, need_weights=need_weights)
+    return Run([out.output], [] if out.weights is None else [out.weights], inputs, m)

@@ -1,8 +1,8 @@
 """torch.compile and torch.autocast give the eager float32 results, one test of each per family.
 
 Families: content, location, visual (soft_spatial step-wise; se, cbam and
-nonlocal over a feature map), self-attention/multi-head, the core ``attend``
-and the Transformer models. Autocast runs every mechanism of the family under
+nonlocal over a feature map), self-attention/multi-head, convolutional, the
+core ``attend`` and the Transformer and ConvS2S models. Autocast runs every mechanism of the family under
 ``torch.autocast("cpu", dtype=torch.bfloat16)`` with float32 modules and
 inputs and compares with plain float32 within bfloat16 tolerance
 (``AUTOCAST_TOL``: bfloat16 keeps 8 significant bits, about 4e-3 relative per
@@ -23,7 +23,10 @@ from attnzoo.core.scores import AdditiveScore
 from attnzoo.models.lm import DecoderLM, LMConfig
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
 from attnzoo.positions import alibi
-from numerics_cases import B, DIM, HEADS, assert_finite, build, image_input, step_memory, variants
+from attnzoo.models.convs2s import ConvS2S, ConvS2SConfig
+from numerics_cases import (B, CONV_IMAGE, CONV_MULTISTEP, CONV_SEQUENCE, DIM, HEADS, assert_finite, build,
+                            build_own, image_input, own_params, run_conv_image, run_multistep, run_sequence, step_memory,
+                            variants)
 
 AUTOCAST_TOL = dict(atol=5e-2, rtol=5e-2)
 COMPILE_TOL = dict(atol=1e-5, rtol=1e-5)
@@ -103,6 +106,48 @@ def test_autocast_bf16_matches_float32_visual_blocks(info, options):
         if getattr(want, name) is not None:
             assert getattr(got, name).dtype == torch.float32, f"{name} maps must stay float32 under autocast"
             torch.testing.assert_close(getattr(got, name), getattr(want, name), **AUTOCAST_TOL)
+
+
+def _own_run(name, m, options):
+    """One convolutional-family run -> (output, weights) in whatever dtype autocast gives."""
+    if name in ("lightweight", "dynamic"):
+        mask = torch.ones(B, 6, dtype=torch.bool)
+        mask[1, 4:] = False
+        run = run_sequence(m, 6, torch.float32, causal=options.get("causal", False), key_mask=mask)
+    elif name == "aaconv":
+        run = run_conv_image(m, 3, 4, torch.float32)
+    else:
+        mask = torch.ones(B, 6, dtype=torch.bool)
+        mask[1, 4:] = False
+        run = run_multistep(m, 3, 6, torch.float32, key_mask=mask)
+    return run.outputs[0].detach(), run.weights[0].detach()
+
+
+@pytest.mark.parametrize("name,options", own_params(CONV_SEQUENCE + CONV_IMAGE + CONV_MULTISTEP))
+def test_autocast_bf16_matches_float32_convolutional(name, options):
+    """convolutional family: lightweight/dynamic (causal and centred, padding), aaconv, multistep."""
+    m = build_own(name, options)
+    want, want_w = _own_run(name, m, options)
+    with bf16_autocast():
+        got, w = _own_run(name, m, options)
+    assert w.dtype == torch.float32, "weights must stay float32 under autocast"
+    assert_finite({"output": got, "weights": w}, "autocast")
+    torch.testing.assert_close(w, want_w, **AUTOCAST_TOL)
+    torch.testing.assert_close(got.float(), want, **AUTOCAST_TOL)
+
+
+def test_autocast_bf16_matches_float32_convs2s_model():
+    torch.manual_seed(0)
+    model = ConvS2S(ConvS2SConfig(src_vocab=12, tgt_vocab=10, embed_dim=DIM, hidden_dim=DIM, enc_layers=2,
+                                  dec_layers=2, dropout=0.0)).eval()
+    src, lengths = torch.randint(3, 12, (2, 5)), torch.tensor([5, 3])
+    tokens = torch.randint(3, 10, (2, 6))
+    want, want_w = model(src, lengths, tokens, need_weights=True)
+    with bf16_autocast():
+        got, w = model(src, lengths, tokens, need_weights=True)
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(got.float(), want, **AUTOCAST_TOL)
+    torch.testing.assert_close(w, want_w, **AUTOCAST_TOL)
 
 
 @pytest.mark.parametrize("backend", ["eager", "sdpa", "chunked"])
@@ -217,3 +262,31 @@ def test_compile_transformer_model():
     want = lm(tokens)[0]
     got = compiled(lambda t: lm(t)[0])(tokens)
     torch.testing.assert_close(got, want, **COMPILE_TOL)
+
+
+@pytest.mark.slow
+def test_compile_convolutional_family():
+    """dynamic convolution (causal, padding, banded weights) and ConvS2S step decoding."""
+    m = build_own("dynamic", dict(kernel_size=3))
+    x = torch.randn(B, 5, DIM)
+    mask = torch.ones(B, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+
+    def run(x):
+        out = m(x, key_mask=mask, is_causal=True, need_weights=True)
+        return out.output, out.weights
+
+    want = run(x)
+    got = compiled(run)(x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **COMPILE_TOL)
+    torch.manual_seed(0)
+    model = ConvS2S(ConvS2SConfig(src_vocab=12, tgt_vocab=10, embed_dim=DIM, hidden_dim=DIM, enc_layers=1,
+                                  dec_layers=2, dropout=0.0)).eval()
+    src, lengths = torch.randint(3, 12, (2, 5)), torch.tensor([5, 3])
+    with torch.no_grad():
+        memory, state = model.encode(src, lengths)
+        want = model.step(torch.tensor([1, 1]), state, memory)[:2]
+        got = compiled(model.step)(torch.tensor([1, 1]), state, memory)[:2]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **COMPILE_TOL)

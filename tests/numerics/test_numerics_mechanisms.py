@@ -21,14 +21,17 @@ positions and weight exactly 1 on a 1 x 1 map, and refuse an empty map.
 
 A new mechanism is covered automatically: the parameter lists come from the
 registry, and the first test fails until the mechanism is classified below.
+Families whose inputs have their own shapes (``OWN_NUMERICS``: the
+convolutional family) have their cases in ``test_numerics_convolutional.py``.
 """
 
 import pytest
 import torch
 
 import attnzoo
-from numerics_cases import (B, CH, DIM, DV, GRID, NORMALISED, UNIFORM_ON_EQUAL_KEYS, UNNORMALISED, assert_all_finite,
-                            build, dtype_cases, image_input, run_image, run_parallel, run_step_wise, tol, variants,
+from numerics_cases import (B, CH, DIM, DV, GRID, NORMALISED, OWN_CASES, OWN_NUMERICS, UNIFORM_ON_EQUAL_KEYS,
+                            UNNORMALISED, assert_all_finite, build, dtype_cases, image_input, run_image, run_parallel,
+                            run_step_wise, tol, variants,
                             weights_dtype)
 
 STEP = variants(step_wise=True)
@@ -45,7 +48,9 @@ def test_every_registered_mechanism_is_classified_and_covered():
     missing = names - (NORMALISED | UNNORMALISED)
     assert not missing, f"classify {sorted(missing)} in tests/numerics/numerics_cases.py (NORMALISED or UNNORMALISED)"
     covered = {p.values[0].name for p in STEP + PARALLEL + IMAGE}
-    assert covered == names
+    own = {i.name for i in attnzoo.mechanisms() if i.family in OWN_NUMERICS}
+    assert own == {name for name, _, _ in OWN_CASES}, "give every mechanism of an OWN_NUMERICS family a case"
+    assert covered | own == names and not covered & own
 
 
 def check_step_weights(run, name, dtype, S):

@@ -11,6 +11,7 @@ import torch
 
 import attnzoo
 from attnzoo.mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock
+from attnzoo.models.convs2s import ConvS2S, ConvS2SConfig
 from attnzoo.models.lm import DecoderLM, LMConfig
 from attnzoo.models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
@@ -90,6 +91,24 @@ def test_transformer_seq2seq(positions, device, dtype):
 
 
 @pytest.mark.parametrize("device,dtype", DTYPES)
+@pytest.mark.parametrize("weight_norm", [True, False])
+def test_convs2s(weight_norm, device, dtype):
+    torch.manual_seed(0)
+    model = ConvS2S(ConvS2SConfig(src_vocab=12, tgt_vocab=10, embed_dim=8, hidden_dim=8, enc_layers=2, dec_layers=2,
+                                  dropout=0.0, weight_norm=weight_norm)).to(device, dtype)
+    src, lengths = source(device)
+    tgt = torch.randint(3, 10, (3, 4), device=device)
+    logits, w = model(src, lengths, tgt, need_weights=True)
+    assert logits.dtype == dtype and w.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert torch.equal(w[2, :, 1:], torch.zeros_like(w[2, :, 1:]))  # padding gets no weight
+    finite_backward(model, [logits, w])
+    with torch.no_grad():  # the step-wise decoding path too
+        memory, state = model.encode(src, lengths)
+        step_logits, step_w, _ = model.step(tgt[:, 0], state, memory)
+    assert torch.isfinite(step_logits).all() and torch.isfinite(step_w).all()
+
+
+@pytest.mark.parametrize("device,dtype", DTYPES)
 @pytest.mark.parametrize("attention", [i.name for i in attnzoo.mechanisms() if i.step_wise])
 def test_rnn_seq2seq_with_every_step_wise_mechanism(attention, device, dtype):
     torch.manual_seed(0)
@@ -159,6 +178,7 @@ def test_a_source_of_length_zero_is_a_clear_error():
                                    enc_layers=1, dropout=0.0))
     tf = TransformerSeq2Seq(TransformerConfig(src_vocab=12, tgt_vocab=10, dim=8, num_heads=2, enc_layers=1,
                                               dec_layers=1, dropout=0.0))
-    for model in (rnn, tf):
+    cs = ConvS2S(ConvS2SConfig(src_vocab=12, tgt_vocab=10, embed_dim=8, hidden_dim=8, enc_layers=1, dec_layers=1))
+    for model in (rnn, tf, cs):
         with pytest.raises(ValueError, match=r"src_lengths must be in \[1, S"):
             model(torch.zeros(2, 3, dtype=torch.long), torch.tensor([3, 0]), torch.ones(2, 2, dtype=torch.long))
