@@ -28,8 +28,8 @@ from ..core import validate as V
 from ..mechanisms.base import VisualOutput
 
 #: --attention name -> registry name of the block (None: no block)
-BLOCKS: dict[str, str | None] = {"none": None, "se": "se", "cbam": "cbam", "nonlocal": "nonlocal",
-                                 "aaconv": "aaconv"}
+#: (aaconv, a convolution rather than a block after one, is not wired into this CNN yet)
+BLOCKS: dict[str, str | None] = {"none": None, "se": "se", "cbam": "cbam", "nonlocal": "nonlocal"}
 #: stages that get a block when ``attention_stages`` is None: attention over all positions costs N^2, so the
 #: non-local block skips the first, full-resolution stage (as Wang 2018 puts its blocks in the later stages)
 DEFAULT_STAGES: dict[str, Callable[[int], list[int]]] = {"nonlocal": lambda n: list(range(1, n))}
@@ -41,12 +41,8 @@ def resolve_block(name: str) -> Callable[..., nn.Module] | None:
     registry_name = BLOCKS[name]
     if registry_name is None:
         return None
-    from ..registry import get, mechanisms
+    from ..registry import get
 
-    if registry_name not in {i.name for i in mechanisms()}:  # aaconv, until attnzoo/mechanisms/convolutional.py has it
-        raise ValueError(f"attention {name!r} (attention-augmented convolution, Bello 2019) is not in this "
-                         "attnzoo yet: it is being added to attnzoo/mechanisms/convolutional.py; choose one of: "
-                         + ", ".join(n for n in BLOCKS if n != name))
     return get(registry_name).cls
 
 
@@ -57,7 +53,7 @@ class CNNConfig(ConfigMixin):
     classes: int = 10
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels of each stage
     depths: list[int] = field(default_factory=lambda: [1, 2, 2])  # conv layers of each stage (one at 28x28: cheap)
-    attention: str = "none"  # the block after each stage's convolutions: none | se | cbam | nonlocal | aaconv
+    attention: str = "none"  # the block after each stage's convolutions: none | se | cbam | nonlocal
     attention_stages: list[int] | None = None  # stages (0-based) that get a block; None: all (nonlocal: all but 0)
     attention_options: dict = field(default_factory=dict)  # the block's own options, e.g. {"reduction": 8}
     dropout: float = 0.1  # before the classifier

@@ -4,7 +4,7 @@
   60k training images less a seeded 5k dev slice, the official 10k test images);
 * model: ``--model vit`` (:class:`~attnzoo.models.vit.ViT`, ``--attention mha|gqa|mqa``) or
   ``--model cnn`` (:class:`~attnzoo.models.cnn.CNN`, a small CNN with ``--attention
-  none|se|cbam|nonlocal|aaconv`` after each stage);
+  none|se|cbam|nonlocal`` after each stage);
 * metric: test accuracy.
 
 The report shows, for a few test images, what the model attends to: the ViT's
@@ -86,7 +86,7 @@ def check_model(attention: str, options: dict | None, model: str | None = None) 
         V.check_choice("attention (the vit's slot)", attention, ATTENTION)
         check_options("vit", options, ViTConfig, {"image_size", "channels", "classes"})
     else:
-        resolve_block(attention)  # an unknown name, or aaconv before it exists, fails here
+        resolve_block(attention)  # an unknown name fails here
         check_options("cnn", options, CNNConfig, {"image_size", "channels", "classes", "attention"})
 
 
