@@ -165,7 +165,7 @@ def check_slots(task: str, model: str | None, mechanisms: list[str], overrides: 
         elif task == "classify":
             from .tasks import classify
 
-            classify.check_model(attention, overrides)
+            classify.check_model(attention, overrides, model)  # no --model: the one the attention implies
         # any other task checks its slot when its first run starts, as `attnzoo train` does
 
 

@@ -54,7 +54,10 @@ def test_tasks_whose_slot_is_multi_head_refuse_step_wise_mechanisms(capsys):
     for task in ("lm", "classify"):
         assert main(["compare", task, "--attention", "mha,additive"]) == 2
         err = capsys.readouterr().err
-        assert f"unknown attention (the {'lm' if task == 'lm' else 'vit'}'s slot) 'additive'" in err, err
+        want = "unknown attention (the lm's slot) 'additive'" if task == "lm" else \
+            "unknown attention 'additive' for classify (the cnn's block after each stage: none, se, cbam, nonlocal; " \
+            "the vit's slot: mha, gqa, mqa)"
+        assert want in err, err
 
 
 def test_parse_mechanisms_keeps_the_order_given():
