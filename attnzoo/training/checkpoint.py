@@ -42,7 +42,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 TASK_COMMANDS = {"g2p": ("eval", "pronounce", "show"), "lm": ("eval", "generate"), "classify": ("eval",),
-                 "translate": ("eval", "translate", "show"), "seq2seq": ("eval", "translate", "show")}
+                 "translate": ("eval", "translate", "show"), "seq2seq": ("eval", "translate", "show"),
+                 "caption": ("eval",)}
 
 
 def article(word: object) -> str:
