@@ -8,6 +8,7 @@
     run.translate(["hello"])                  # seq2seq      -> [Output(text, tokens, ..., weights)]
     run.generate("ROMEO:", max_chars=200)     # lm           -> str
     run.classify(images)                      # classify     -> ["Sneaker", ...]
+    run.caption(strips)                       # caption      -> [Caption(words, weights (T, h, w), labels)]
     run.predict(inputs)                       # the task's own verb, whichever it is
 
 The files are read as ``attnzoo eval`` reads them (``torch.load(weights_only=True)``,
@@ -31,7 +32,7 @@ from .training.checkpoint import TASK_COMMANDS, RunDirError, load_run
 
 #: each task's predictor method (what ``Run.predict`` calls)
 VERBS = {"g2p": "pronounce", "translate": "translate", "seq2seq": "translate", "lm": "generate",
-         "classify": "classify"}
+         "classify": "classify", "caption": "caption"}
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Run:
     task: str
     model: nn.Module
     config: dict
-    predictor: Any  # G2PModel, Translator, Transducer, LanguageModel or ImageClassifier
+    predictor: Any  # G2PModel, Translator, Transducer, LanguageModel, ImageClassifier or CaptionModel
     path: Path
 
     @property
@@ -73,7 +74,7 @@ class Run:
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
     def predict(self, inputs, **options):
-        """The task's own verb: pronounce, translate, generate or classify."""
+        """The task's own verb: pronounce, translate, generate, classify or caption."""
         return getattr(self.predictor, VERBS[self.task])(inputs, **options)
 
     def __getattr__(self, name: str):
@@ -116,6 +117,10 @@ def load(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
 
         model, vocab = lm.load(run_dir, device)
         predictor = lm.LanguageModel(model, vocab, resolve_device(device))
+    elif task == "caption":
+        from .tasks import caption
+
+        predictor = caption.load(run_dir, device)
     else:
         from .data.fashion_mnist import CLASSES
         from .tasks import classify
