@@ -100,8 +100,9 @@ def box_attention_share(weights: Tensor, boxes: Tensor, image_size: tuple[int, i
         raise ValueError(f"weights must be a tensor of shape (..., h, w), got "
                          f"{getattr(weights, 'shape', type(weights).__name__)}")
     if not isinstance(boxes, Tensor) or tuple(boxes.shape) != tuple(weights.shape[:-2]) + (4,):
+        got = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
         raise ValueError(f"boxes must have shape {tuple(weights.shape[:-2]) + (4,)} (..., 4) to match weights "
-                         f"{tuple(weights.shape)} (..., h, w), got {getattr(boxes, 'shape', type(boxes).__name__)}")
+                         f"{tuple(weights.shape)} (..., h, w), got {got}")
     H, W = image_size
     h, w = weights.shape[-2:]
     w64, b64 = weights.double(), boxes.double()
