@@ -60,7 +60,7 @@ DEFAULT_MINUTES = 8.0
 #: rewards spreading each cell's total weight evenly, the background's cells included, which works against
 #: attention that stays on the digit being named (the localization metric)
 CAPTION_MODEL_DEFAULTS = dict(widths=[16, 32, 64], depths=[1, 2, 2], embed_dim=64, decoder_dim=256,
-                              attention_hidden=128, dropout=0.1, penalty_weight=0.1)
+                              attention_hidden=64, dropout=0.1, penalty_weight=0.1)
 DEFAULT_LR = 2e-3
 _FIXED = {"vocab", "image_height", "image_width", "channels", "attention"}
 
