@@ -146,7 +146,8 @@ class Captioner(nn.Module):
         self.encoder = nn.Sequential(*stages)
         D = self.annotation_dim = cin
         h, w = c.grid_size()
-        self.grid_positions = nn.Parameter(torch.randn(h * w, D) * 0.02) if c.positions else None  # (L, D)
+        # (L, D); std 0.3, of the order of the ReLU features it is added to, so positions tell apart from the start
+        self.grid_positions = nn.Parameter(torch.randn(h * w, D) * 0.3) if c.positions else None
         self.init_h = nn.Linear(D, c.decoder_dim)  # f_init_h
         self.init_c = nn.Linear(D, c.decoder_dim)  # f_init_c
         self.embed = nn.Embedding(c.vocab, c.embed_dim, padding_idx=pad_id)  # E
