@@ -220,3 +220,16 @@ def test_import_does_not_load_pyplot():
     repo_root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=repo_root, timeout=120)
     assert result.returncode == 0
+
+
+def test_word_maps_draw_one_panel_per_word_under_the_image():
+    from attnzoo.viz.maps import word_maps_png_bytes
+
+    image, maps = np.random.default_rng(0).random((32, 160)), [np.random.default_rng(i).random((8, 40)) for i in range(3)]
+    one = word_maps_png_bytes(image, maps[:1], ["three"], boxes=[(4, 10, 24, 30)], title="three")
+    three = word_maps_png_bytes(image, maps, ["three", "one", "</s>"], boxes=[(4, 10, 24, 30), (5, 40, 25, 55), None])
+    assert one[:8] == three[:8] == b"\x89PNG\r\n\x1a\n" and len(three) > len(one)
+    with pytest.raises(ValueError, match="3 maps need as many words and boxes, got 2 words"):
+        word_maps_png_bytes(image, maps, ["a", "b"])
+    with pytest.raises(ValueError, match=r"image must be \(H, W\)"):
+        word_maps_png_bytes(image[None], maps, ["a", "b", "c"])
