@@ -225,7 +225,8 @@ def test_import_does_not_load_pyplot():
 def test_word_maps_draw_one_panel_per_word_under_the_image():
     from attnzoo.viz.maps import word_maps_png_bytes
 
-    image, maps = np.random.default_rng(0).random((32, 160)), [np.random.default_rng(i).random((8, 40)) for i in range(3)]
+    rng = np.random.default_rng(0)
+    image, maps = rng.random((32, 160)), [rng.random((8, 40)) for _ in range(3)]
     one = word_maps_png_bytes(image, maps[:1], ["three"], boxes=[(4, 10, 24, 30)], title="three")
     three = word_maps_png_bytes(image, maps, ["three", "one", "</s>"], boxes=[(4, 10, 24, 30), (5, 40, 25, 55), None])
     assert one[:8] == three[:8] == b"\x89PNG\r\n\x1a\n" and len(three) > len(one)
