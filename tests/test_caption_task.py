@@ -103,5 +103,6 @@ def test_any_step_wise_mechanism_fills_the_slot():
     data = tiny_data()
     for attention in ("additive", "location_aware"):
         model = caption.build_model(attention, TINY, data.strips)
-        loss = model.loss(data.test.images[:4], caption.caption_targets(data.test.captions()[:4], caption.words_vocab()))
+        tgt = caption.caption_targets(data.test.captions()[:4], caption.words_vocab())
+        loss = model.loss(data.test.images[:4], tgt)
         assert torch.isfinite(loss)
