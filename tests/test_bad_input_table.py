@@ -364,7 +364,8 @@ CASES = [
          lambda tmp, mp: captioner()(t(2, 1, 32, 160), torch.full((2, 3), 14)), ValueError,
          "tgt_in holds token id 14, outside the model's vocabulary [0, 14)"),
     Case("localization: one box for two maps",
-         lambda tmp, mp: box_attention_share(torch.rand(2, 4, 8), t(4), (32, 160)), ValueError, "boxes must have shape (2, 4) (..., 4) to match weights (2, 4, 8)"),
+         lambda tmp, mp: box_attention_share(torch.rand(2, 4, 8), t(4), (32, 160)), ValueError,
+         "boxes must have shape (2, 4) (..., 4) to match weights (2, 4, 8)"),
     # --- the command line
     Case("`attnzoo trian g2p` (unknown command)", cli("trian", "g2p"), EXIT2, "did you mean 'train'?"),
     Case("`attnzoo train g2q` (unknown task)", cli("train", "g2q"), EXIT2, "did you mean 'g2p'?"),
