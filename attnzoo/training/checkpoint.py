@@ -43,7 +43,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 TASK_COMMANDS = {"g2p": ("eval", "pronounce", "show"), "lm": ("eval", "generate"), "classify": ("eval",),
                  "translate": ("eval", "translate", "show"), "seq2seq": ("eval", "translate", "show"),
-                 "qa": ("eval",)}
+                 "qa": ("eval",), "caption": ("eval",)}
 
 
 def article(word: object) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import editdistance
+import torch
+from torch import Tensor
 
 
 def edit_distance(a: Sequence, b: Sequence) -> int:
@@ -64,4 +66,57 @@ def g2p_scores(
     }
 
 
-__all__ = ["edit_distance", "g2p_scores"]
+def word_accuracy(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]]) -> float:
+    """1 - word error rate: 1 - (word edit distance summed over the pairs) / (reference words), floored at 0.
+
+    Edit-distance based (insertions, deletions and substitutions each cost 1), so
+    a caption that misses one digit loses one word, not every word after it as a
+    position-by-position comparison would count.
+    """
+    if len(hyps) != len(refs):
+        raise ValueError(f"hyps and refs must pair up, got {len(hyps)} hypotheses and {len(refs)} references")
+    errors = sum(edit_distance(h, r) for h, r in zip(hyps, refs))
+    words = sum(len(r) for r in refs)
+    return max(0.0, 1.0 - errors / words) if words else 0.0
+
+
+def box_attention_share(weights: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """The share of each attention map's weight that falls inside its box on the image.
+
+    Each of the h x w grid cells covers an equal rectangle of the H x W image
+    (cell (r, c): rows [r H/h, (r+1) H/h), columns [c W/w, (c+1) W/w)), and its
+    weight is spread evenly over that rectangle; the share is the weight on the
+    box's pixels over the map's total weight (0 for a map of zero weight).
+
+    Args:
+        weights: (..., h, w) attention maps (non-negative).
+        boxes: (..., 4) boxes (top, left, bottom, right) in pixels, half-open, one per map.
+        image_size: (H, W) of the image the grid covers.
+
+    Returns:
+        (...) shares in [0, 1].
+    """
+    if not isinstance(weights, Tensor) or weights.dim() < 2:
+        raise ValueError(f"weights must be a tensor of shape (..., h, w), got "
+                         f"{getattr(weights, 'shape', type(weights).__name__)}")
+    if not isinstance(boxes, Tensor) or tuple(boxes.shape) != tuple(weights.shape[:-2]) + (4,):
+        got = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must have shape {tuple(weights.shape[:-2]) + (4,)} (..., 4) to match weights "
+                         f"{tuple(weights.shape)} (..., h, w), got {got}")
+    H, W = image_size
+    h, w = weights.shape[-2:]
+    w64, b64 = weights.double(), boxes.double()
+
+    def cover(n: int, size: int, lo: Tensor, hi: Tensor) -> Tensor:
+        edges = torch.arange(n + 1, dtype=torch.float64, device=weights.device) * (size / n)  # (n+1,)
+        inside = (torch.minimum(hi[..., None], edges[1:]) - torch.maximum(lo[..., None], edges[:-1])).clamp_min(0)
+        return inside / (size / n)  # (..., n): the share of each cell's rows (columns) inside the box
+
+    rows = cover(h, H, b64[..., 0], b64[..., 2])  # (..., h)
+    cols = cover(w, W, b64[..., 1], b64[..., 3])  # (..., w)
+    inside = (w64 * rows[..., :, None] * cols[..., None, :]).sum((-2, -1))  # (...)
+    total = w64.sum((-2, -1))
+    return torch.where(total > 0, inside / total.clamp_min(1e-300), torch.zeros_like(total)).float()
+
+
+__all__ = ["box_attention_share", "edit_distance", "g2p_scores", "word_accuracy"]

@@ -41,6 +41,7 @@ from attnzoo.models.memnet import AttentiveReader, MemN2N, MemNetConfig, ReaderC
 from attnzoo.models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig, check_source
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
 from attnzoo.models.cnn import CNN, CNNConfig
+from attnzoo.models.captioner import Captioner, CaptionerConfig
 from attnzoo.models.vit import ViT, ViTConfig
 from attnzoo.mechanisms.visual import doubly_stochastic_penalty, flatten_grid
 from attnzoo import positions as P
@@ -362,6 +363,23 @@ def case_cnn():
             check(f"CNN[{attention}].forward", mode, torch.rand(2, 1, 8, 8), need_weights=True)
 
 
+def case_captioner():
+    torch.manual_seed(0)
+    model = Captioner(CaptionerConfig(vocab=9, image_height=8, image_width=16, widths=[4, 6], depths=[1, 1],
+                                      embed_dim=4, decoder_dim=8, attention_hidden=4, dropout=0.0))
+    images, tgt = torch.rand(2, 1, 8, 16), torch.tensor([[1, 4, 5, 2], [1, 6, 2, 0]])
+    for mode in (model.train(), model.eval()):  # BatchNorm's running statistics are the model's, not the input's
+        check("Captioner.forward", mode, images, tgt[:, :-1])
+        check("Captioner.loss", mode.loss, images, tgt)
+    check("Captioner.check_images", model.check_images, images)
+    check("Captioner.annotations", model.annotations, images)
+    lengths = torch.full((2,), 32)
+    memory, state = check("Captioner.encode", model.encode, images, lengths)
+    check("Captioner.step", model.step, tgt[:, 0], state, memory)
+    check("CaptionState.index_select", state.index_select, torch.tensor([1, 1, 0]))
+    check("beam_search (captioner)", decoding.beam_search, model, images, lengths, 4, beam_size=2)
+
+
 def case_visual_helpers():
     check("flatten_grid", flatten_grid, torch.randn(2, 3, 4, 5))
     weights = torch.rand(2, 4, 6, requires_grad=True)
@@ -445,6 +463,9 @@ CASES = {
                                                   "sample_next")},
     "attnzoo.models.vit.ViT.forward": case_vit,
     "attnzoo.models.cnn.CNN.forward": case_cnn,
+    **{f"attnzoo.models.captioner.{n}": case_captioner for n in (
+        "Captioner.forward", "Captioner.loss", "Captioner.check_images", "Captioner.annotations",
+        "Captioner.encode", "Captioner.step", "CaptionState.index_select")},
     "attnzoo.mechanisms.visual.flatten_grid": case_visual_helpers,
     "attnzoo.mechanisms.visual.doubly_stochastic_penalty": case_visual_helpers,
     **{f"attnzoo.models.memnet.{n}": case_memnet for n in (
@@ -497,6 +518,8 @@ EXEMPT = {
     "attnzoo.models.cnn.CNNConfig.stages_with_block": "reads the config, takes no tensor",
     "attnzoo.models.cnn.CNN.block_stages": "no arguments",
     "attnzoo.models.cnn.resolve_block": "takes a name",
+    "attnzoo.models.captioner.CaptionerConfig": "a config", "attnzoo.models.captioner.CaptionerOutput":
+        "a result container",
     "attnzoo.mechanisms.base.VisualOutput": "a result container",
     "attnzoo.models.convs2s.ConvS2SConfig": "a config",
     "attnzoo.mechanisms.convolutional.ConvCache": "appended to by design, as KVCache (the documented exception)",

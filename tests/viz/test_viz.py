@@ -251,3 +251,15 @@ def test_comparison_page_is_self_contained_and_escaped(tmp_path):
     assert '<td class="muted">—</td>' in html  # additive has no map for this example
     with pytest.raises(ValueError, match=r"rows\[0\] has 2 cells but there are 3 headers"):
         write_comparison(tmp_path / "x.html", title="t", headers=["a", "b", "c"], rows=[["1", "2"]])
+def test_word_maps_draw_one_panel_per_word_under_the_image():
+    from attnzoo.viz.maps import word_maps_png_bytes
+
+    rng = np.random.default_rng(0)
+    image, maps = rng.random((32, 160)), [rng.random((8, 40)) for _ in range(3)]
+    one = word_maps_png_bytes(image, maps[:1], ["three"], boxes=[(4, 10, 24, 30)], title="three")
+    three = word_maps_png_bytes(image, maps, ["three", "one", "</s>"], boxes=[(4, 10, 24, 30), (5, 40, 25, 55), None])
+    assert one[:8] == three[:8] == b"\x89PNG\r\n\x1a\n" and len(three) > len(one)
+    with pytest.raises(ValueError, match="3 maps need as many words and boxes, got 2 words"):
+        word_maps_png_bytes(image, maps, ["a", "b"])
+    with pytest.raises(ValueError, match=r"image must be \(H, W\)"):
+        word_maps_png_bytes(image[None], maps, ["a", "b", "c"])
