@@ -7,8 +7,13 @@ The block is any layer over a feature map, (B, C, H, W) -> (B, C, H, W),
 looked up by name (:data:`BLOCKS`; a layer class passed in, as timm's
 ``attn_layer``): ``none``, ``se`` (Hu 2018), ``cbam`` (Woo 2018), ``nonlocal``
 (Wang 2018; after the later stages only by default, where the grid is small
-enough for attention over all its positions), ``aaconv`` (Bello 2019, once
-:mod:`attnzoo.mechanisms.convolutional` provides it). The same network with
+enough for attention over all its positions). ``aaconv`` (Bello 2019) is a
+convolution, not a block after one, so it takes the place of the stage's
+last 3x3 convolution, as the paper augments a ResNet's convolutions:
+
+    stage_s(x) = pool(ReLU(BN(AAConv([conv3x3 -> BN -> ReLU]^(depth_s - 1) (x)))))
+
+(later stages only by default, like ``nonlocal``). The same network with
 ``none`` is the baseline that measures what each block adds.
 
 Shape legend: B batch, C channels, H x W grid (28 x 28 for Fashion-MNIST,
@@ -28,22 +33,55 @@ from ..core import validate as V
 from ..mechanisms.base import VisualOutput
 
 #: --attention name -> registry name of the block (None: no block)
-#: (aaconv, a convolution rather than a block after one, is not wired into this CNN yet)
-BLOCKS: dict[str, str | None] = {"none": None, "se": "se", "cbam": "cbam", "nonlocal": "nonlocal"}
+BLOCKS: dict[str, str | None] = {"none": None, "se": "se", "cbam": "cbam", "nonlocal": "nonlocal",
+                                 "aaconv": "aaconv"}
+#: blocks that replace the stage's last convolution instead of following it
+REPLACES_CONV = {"aaconv"}
 #: stages that get a block when ``attention_stages`` is None: attention over all positions costs N^2, so the
-#: non-local block skips the first, full-resolution stage (as Wang 2018 puts its blocks in the later stages)
-DEFAULT_STAGES: dict[str, Callable[[int], list[int]]] = {"nonlocal": lambda n: list(range(1, n))}
+#: non-local block and the augmented convolution skip the first, full-resolution stage (as Wang 2018 puts its
+#: blocks in the later stages; 784 positions would cost 28^4 weights per head and image)
+DEFAULT_STAGES: dict[str, Callable[[int], list[int]]] = {"nonlocal": lambda n: list(range(1, n)),
+                                                         "aaconv": lambda n: list(range(1, n))}
 
 
 def resolve_block(name: str) -> Callable[..., nn.Module] | None:
-    """The layer class (or factory) ``channels, **options -> nn.Module`` of ``--attention name``; None for none."""
+    """The layer class (or factory) ``channels, **options -> nn.Module`` of ``--attention name``; None for none.
+
+    For ``aaconv``: :class:`AugmentedConvUnit`, ``(in_channels, channels, size, **options)``."""
     V.check_choice("attention (the cnn's block)", name, BLOCKS)
     registry_name = BLOCKS[name]
     if registry_name is None:
         return None
+    if name in REPLACES_CONV:
+        return AugmentedConvUnit
     from ..registry import get
 
     return get(registry_name).cls
+
+
+class AugmentedConvUnit(nn.Module):
+    """ReLU(BN(AAConv(x))): an attention-augmented 3x3 convolution (Bello 2019) in a conv-BN-ReLU's place.
+
+    x (B, C_in, H, W) -> (B, C, H, W); with ``need_weights`` a :class:`VisualOutput` whose ``positions``
+    (B, H*W, H*W) are the self-attention weights averaged over the heads. ``size`` is the stage's grid side,
+    which the 2-D relative embeddings must cover; ``options`` go to
+    :class:`~attnzoo.mechanisms.convolutional.AugmentedConv2d` (``num_heads``, ``dk``, ``dv``, ``relative``).
+    """
+
+    def __init__(self, in_channels: int, channels: int, size: int, **options):
+        super().__init__()
+        from ..registry import get
+
+        options = {"max_size": (size, size), **options}
+        self.conv = get("aaconv").cls(in_channels, channels, 3, bias=False, **options)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: Tensor, need_weights: bool = False) -> Tensor | VisualOutput:
+        out = self.conv(x, need_weights=need_weights)  # AttentionOutput((B, C, H, W), (B, N, P, P) or None)
+        y = torch.relu(self.norm(out.output))
+        if not need_weights:
+            return y
+        return VisualOutput(y, positions=out.weights.mean(1))  # (B, P, P): averaged over the N heads
 
 
 @dataclass
@@ -53,8 +91,8 @@ class CNNConfig(ConfigMixin):
     classes: int = 10
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels of each stage
     depths: list[int] = field(default_factory=lambda: [1, 2, 2])  # conv layers of each stage (one at 28x28: cheap)
-    attention: str = "none"  # the block after each stage's convolutions: none | se | cbam | nonlocal
-    attention_stages: list[int] | None = None  # stages (0-based) that get a block; None: all (nonlocal: all but 0)
+    attention: str = "none"  # the block after each stage's convolutions: none | se | cbam | nonlocal | aaconv
+    attention_stages: list[int] | None = None  # stages (0-based) that get a block; None: all (nonlocal, aaconv: all but 0)
     attention_options: dict = field(default_factory=dict)  # the block's own options, e.g. {"reduction": 8}
     dropout: float = 0.1  # before the classifier
     channels_last: bool = True  # NHWC weights: oneDNN's convolutions run ~1.4x faster on a CPU (the same on a GPU)
@@ -93,20 +131,25 @@ class CNN(nn.Module):
     def __init__(self, config: CNNConfig, block: Callable[..., nn.Module] | None = None):
         super().__init__()
         c = self.config = config
+        replaces_conv = block is None and c.attention in REPLACES_CONV
         block = block if block is not None else resolve_block(c.attention)
         with_block = set(c.stages_with_block()) if block is not None else set()
         self.stages = nn.ModuleList()
         self.blocks = nn.ModuleDict()  # stage index (str) -> block
-        cin = c.channels
+        cin, size = c.channels, c.image_size
         for s, (width, depth) in enumerate(zip(c.widths, c.depths)):
+            swap = replaces_conv and s in with_block  # aaconv: the block is the stage's last convolution
             layers = []
-            for i in range(depth):
+            for i in range(depth - 1 if swap else depth):
                 layers += [nn.Conv2d(cin if i == 0 else width, width, 3, padding=1, bias=False),
                            nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-            self.stages.append(nn.Sequential(*layers))
-            if s in with_block:
+            self.stages.append(nn.Sequential(*layers))  # empty (the identity) for a 1-conv stage that swaps
+            if swap:
+                self.blocks[str(s)] = block(cin if depth == 1 else width, width, size, **c.attention_options)
+            elif s in with_block:
                 self.blocks[str(s)] = block(width, **c.attention_options)
             cin = width
+            size = size // 2 if s < len(c.widths) - 1 else size  # the grid side of the next stage
         self.pool = nn.MaxPool2d(2)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(cin, c.classes)

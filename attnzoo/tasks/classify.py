@@ -260,7 +260,7 @@ def cnn_figures(model: CNN, images, labels, logits, maps) -> list[dict]:
                     titles.append(f"stage {s}: from centre")
             figures.append({"png": image_maps_png_bytes(images[i, 0], grids, titles),
                             "caption": f"test image {i}: {names[i]} (true -> predicted). "
-                                       + _spatial_caption(maps)})
+                                       + _spatial_caption(maps, model.config.attention)})
     channel = [(s, m.channel) for s, m in zip(stages, maps) if m.channel is not None]
     if channel:
         figures.append({"png": channel_gates_png_bytes([c.float().cpu() for _, c in channel], names,
@@ -277,8 +277,10 @@ def _grid_side(n: int) -> int:
     return side
 
 
-def _spatial_caption(maps) -> str:
+def _spatial_caption(maps, attention: str) -> str:
     if any(m.positions is not None for m in maps):
-        return ("Non-local attention of each block, stretched over the image: the weight each position receives "
+        what = ("The self-attention of each augmented convolution (averaged over its heads)" if attention == "aaconv"
+                else "Non-local attention of each block")
+        return (f"{what}, stretched over the image: the weight each position receives "
                 "(averaged over all query positions), and the weights of the centre position; brighter = more.")
     return "CBAM's spatial gate after each stage, stretched over the image (scaled to its maximum)."

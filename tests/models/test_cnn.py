@@ -6,7 +6,8 @@ import torch
 import attnzoo
 from attnzoo.data.fashion_mnist import ImageSplit
 from attnzoo.mechanisms import ConvBlockAttention, NonLocalAttention, SqueezeExcitationAttention
-from attnzoo.models.cnn import CNN, CNNConfig, resolve_block
+from attnzoo.mechanisms.convolutional import AugmentedConv2d
+from attnzoo.models.cnn import CNN, AugmentedConvUnit, CNNConfig, resolve_block
 from attnzoo.tasks import classify
 
 
@@ -19,7 +20,8 @@ def tiny(attention="none", **kw):
 
 @pytest.mark.parametrize("attention,cls,stages", [("none", None, []), ("se", SqueezeExcitationAttention, [0, 1, 2]),
                                                   ("cbam", ConvBlockAttention, [0, 1, 2]),
-                                                  ("nonlocal", NonLocalAttention, [1, 2])])
+                                                  ("nonlocal", NonLocalAttention, [1, 2]),
+                                                  ("aaconv", AugmentedConvUnit, [1, 2])])
 def test_blocks_go_after_the_stages_and_give_their_maps(attention, cls, stages):
     model = tiny(attention).eval()
     assert model.block_stages() == stages
@@ -38,6 +40,23 @@ def test_blocks_go_after_the_stages_and_give_their_maps(attention, cls, stages):
     assert same.shape == (5, 3)
 
 
+def test_aaconv_takes_the_place_of_the_stages_last_convolution():
+    plain, aug = tiny("none"), tiny("aaconv")
+    convs = [[sum(isinstance(m, torch.nn.Conv2d) for m in stage) for stage in model.stages] for model in (plain, aug)]
+    assert convs == [[1, 1, 1], [1, 0, 0]]  # depths [1, 1, 1]: stages 1 and 2 keep no plain conv
+    units = [aug.blocks["1"].conv, aug.blocks["2"].conv]
+    assert all(isinstance(u, AugmentedConv2d) for u in units)
+    assert [(u.in_channels, u.out_channels, u.max_size) for u in units] == [(4, 8, (4, 4)), (8, 8, (2, 2))]
+    deeper = CNN(CNNConfig(image_size=8, classes=3, widths=[4, 8], depths=[1, 2], attention="aaconv"))
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in deeper.stages[1]) == 1  # conv 4 -> 8, then aaconv 8 -> 8
+    assert deeper.blocks["1"].conv.in_channels == 8
+    x = torch.rand(3, 1, 8, 8)
+    logits, maps = aug.eval()(x, need_weights=True)
+    assert torch.allclose(aug(x)[0], logits)  # the maps do not change the output
+    rows = maps[0].positions.sum(-1)  # (B, P): each position's weights, averaged over heads, sum to one
+    assert torch.allclose(rows, torch.ones_like(rows), atol=1e-5)
+
+
 def test_attention_stages_and_a_layer_class_passed_in():
     model = tiny("se", attention_stages=[2])
     assert model.block_stages() == [2]
@@ -54,14 +73,17 @@ def test_attention_stages_and_a_layer_class_passed_in():
 
 
 def test_default_sizes_of_the_classify_cnn():
-    sizes = {a: classify.build_model(a, {}, "cnn").num_parameters() for a in ("none", "se", "cbam", "nonlocal")}
+    sizes = {a: classify.build_model(a, {}, "cnn").num_parameters()
+             for a in ("none", "se", "cbam", "nonlocal", "aaconv")}
     assert 100_000 <= sizes["none"] <= 300_000, sizes
     assert sizes["none"] < sizes["se"] < sizes["cbam"] < sizes["nonlocal"] < 350_000, sizes
+    # the augmented convolutions give a quarter of their channels to attention, whose 1x1 projections cost less
+    assert 0.85 * sizes["none"] < sizes["aaconv"] < sizes["none"], sizes
 
 
 def test_unknown_blocks_and_options_fail_with_a_clear_error():
-    with pytest.raises(ValueError, match="expected one of 'none', 'se', 'cbam', 'nonlocal'"):
-        classify.check_model("aaconv", {}, "cnn")  # not wired into the CNN yet
+    with pytest.raises(ValueError, match="expected one of 'none', 'se', 'cbam', 'nonlocal', 'aaconv'"):
+        classify.check_model("lightweight", {}, "cnn")  # a sequence convolution, not an image block
     with pytest.raises(ValueError, match="unknown attention \\(the cnn's block\\) 'sse'; .*did you mean 'se'"):
         resolve_block("sse")
     with pytest.raises(ValueError, match="unknown cnn model option"):
@@ -96,7 +118,7 @@ def fake_split(seed=0, **kw):
     return ImageSplit(train_images=tx, train_labels=ty, dev_images=dx, dev_labels=dy, test_images=ex, test_labels=ey)
 
 
-@pytest.mark.parametrize("attention", ["se", "cbam", "nonlocal"])
+@pytest.mark.parametrize("attention", ["se", "cbam", "nonlocal", "aaconv"])
 def test_a_cnn_run_reports_its_maps_and_loads_back(tmp_path, monkeypatch, attention):
     monkeypatch.setattr(classify, "load_split", fake_split)
     cfg = classify.ClassifyConfig(model="cnn", epochs=1, batch_size=16, device="cpu", precision="fp32")
@@ -109,6 +131,7 @@ def test_a_cnn_run_reports_its_maps_and_loads_back(tmp_path, monkeypatch, attent
     assert html.count("data:image/png;base64,") >= 2  # the learning curves and the maps
     assert ("Channel gates" in html) == (attention in ("se", "cbam"))
     assert ("Non-local attention" in html) == (attention == "nonlocal")
+    assert ("augmented convolution" in html) == (attention == "aaconv")
     run = attnzoo.load(tmp_path)
     assert isinstance(run.model, CNN) and run.model.config.attention == attention
     assert len(run.classify(torch.rand(3, 28, 28))) == 3
