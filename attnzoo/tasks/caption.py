@@ -56,10 +56,13 @@ DEFAULT_ATTENTION = "soft_spatial"
 #: with no --minutes/--epochs: the whole command (training, 2,000 test strips with beam 5, the report)
 #: within 10 minutes on 2 cores
 DEFAULT_MINUTES = 8.0
-#: model size for CPU budgets; --set KEY=VALUE overrides. penalty_weight 0.1, not the paper's 1: the penalty
-#: rewards spreading each cell's total weight evenly, the background's cells included, which works against
-#: attention that stays on the digit being named (the localization metric)
-CAPTION_MODEL_DEFAULTS = dict(widths=[16, 32, 64], depths=[1, 2, 2], embed_dim=64, decoder_dim=256,
+#: model size for CPU budgets; --set KEY=VALUE overrides. One conv layer per stage: each grid cell then sees
+#: about 18 pixels, less than a digit, so reading a digit means attending to it (measured, 8 minutes: depths
+#: [1, 2, 2], whose cells see about 28 pixels, read a digit from the gap beside it, localization 57%; [1, 1, 1]:
+#: 81%, and 1.4x the steps). penalty_weight 0.1, not the paper's 1: the penalty rewards spreading each cell's
+#: total weight evenly, the background's cells included, which works against attention that stays on the digit
+#: being named (the localization metric)
+CAPTION_MODEL_DEFAULTS = dict(widths=[16, 32, 64], depths=[1, 1, 1], embed_dim=64, decoder_dim=256,
                               attention_hidden=64, dropout=0.1, penalty_weight=0.1)
 DEFAULT_LR = 2e-3
 _FIXED = {"vocab", "image_height", "image_width", "channels", "attention"}
