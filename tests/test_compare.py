@@ -55,8 +55,8 @@ def test_tasks_whose_slot_is_multi_head_refuse_step_wise_mechanisms(capsys):
         assert main(["compare", task, "--attention", "mha,additive"]) == 2
         err = capsys.readouterr().err
         want = "unknown attention (the lm's slot) 'additive'" if task == "lm" else \
-            "unknown attention 'additive' for classify (the cnn's block after each stage: none, se, cbam, nonlocal; " \
-            "the vit's slot: mha, gqa, mqa)"
+            "unknown attention 'additive' for classify (the cnn's block after each stage: none, se, cbam, nonlocal, " \
+            "aaconv; the vit's slot: mha, gqa, mqa)"
         assert want in err, err
 
 

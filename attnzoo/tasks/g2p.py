@@ -46,9 +46,10 @@ DEFAULT_MINUTES = 8.0
 G2P_MODEL_DEFAULTS = {
     "rnn": dict(embed_dim=96, hidden_dim=192, decoder_dim=384, enc_layers=2, dec_layers=1, attention_hidden=192,
                 order="luong", input_feeding=False, dropout=0.2),
-    # measured (benchmarks/README.md): per epoch dim 128 and 192 learn alike, and 128 runs 1.8x faster
+    # measured (benchmarks/README.md): per epoch dim 128 and 192 learn alike, and 128 runs 1.8x faster;
+    # RoPE: 25.50% test WER in 56 minutes against 26.01% with sinusoidal positions
     "transformer": dict(dim=128, num_heads=4, enc_layers=3, dec_layers=3, ffn_dim=512, dropout=0.1,
-                        positions="sinusoidal", max_len=64),
+                        positions="rope", max_len=64),
     "convs2s": dict(embed_dim=128, hidden_dim=256, enc_layers=4, dec_layers=3, enc_kernel=3, dec_kernel=3,
                     dropout=0.1, max_len=128),
 }

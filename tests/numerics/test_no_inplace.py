@@ -355,12 +355,14 @@ def case_vit():
 
 
 def case_cnn():
-    for attention in ("none", "se", "cbam", "nonlocal"):
+    for attention in ("none", "se", "cbam", "nonlocal", "aaconv"):
         torch.manual_seed(0)
         model = CNN(CNNConfig(image_size=8, classes=3, widths=[4, 8], depths=[1, 1], attention=attention,
                               attention_options={"reduction": 2} if attention in ("se", "cbam") else {}))
         for mode in (model.train(), model.eval()):  # BatchNorm's running statistics are the model's, not the input's
             check(f"CNN[{attention}].forward", mode, torch.rand(2, 1, 8, 8), need_weights=True)
+            if attention == "aaconv":  # the augmented convolution in the 4 x 4 stage's place
+                check("AugmentedConvUnit.forward", mode.blocks["1"], torch.rand(2, 4, 4, 4), need_weights=True)
 
 
 def case_captioner():
@@ -463,6 +465,7 @@ CASES = {
                                                   "sample_next")},
     "attnzoo.models.vit.ViT.forward": case_vit,
     "attnzoo.models.cnn.CNN.forward": case_cnn,
+    "attnzoo.models.cnn.AugmentedConvUnit.forward": case_cnn,
     **{f"attnzoo.models.captioner.{n}": case_captioner for n in (
         "Captioner.forward", "Captioner.loss", "Captioner.check_images", "Captioner.annotations",
         "Captioner.encode", "Captioner.step", "CaptionState.index_select")},
