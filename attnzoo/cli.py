@@ -580,9 +580,10 @@ def _qa_line(s: dict) -> str:
             f"({s['questions']:,} questions)")
 
 
-def _caption_line(s: dict) -> str:
+def _caption_line(s: dict, beam: int | None = None) -> str:
+    said = "" if beam is None else f", beam {beam}"
     return (f"exact match {s['exact_match']:.2%}  word accuracy {s['word_accuracy']:.2%}  "
-            f"localization {s['localization']:.2%}  ({s['strips']:,} strips)")
+            f"localization {s['localization']:.2%}  ({s['strips']:,} strips{said})")
 
 
 def _announce(args, cfg, model: str, attention: str, out: Path) -> None:
@@ -636,7 +637,7 @@ def cmd_eval(args) -> int:
 
         r = caption.evaluate_run(args.run_dir, beam_size=args.beam)
         for part in ("dev", "test"):
-            print(f"{part:<5} {_caption_line(r[part])[:-1]}, beam {r['beam_size']})")
+            print(f"{part:<5} {_caption_line(r[part], r['beam_size'])}")
         return 0
     if task == "classify":
         from .tasks import classify

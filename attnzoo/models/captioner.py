@@ -49,6 +49,7 @@ from ..mechanisms.base import AttentionState
 from ..mechanisms.visual import doubly_stochastic_penalty, flatten_grid
 from ..registry import create as create_attention
 from ..registry import get_step_wise
+from .cnn import check_stages, conv_bn_relu
 from .rnn_seq2seq import Memory
 
 __all__ = ["Captioner", "CaptionerConfig", "CaptionerOutput", "CaptionState"]
@@ -75,12 +76,7 @@ class CaptionerConfig(ConfigMixin):
     def __post_init__(self):
         for name in ("vocab", "image_height", "image_width", "channels", "embed_dim", "decoder_dim"):
             V.check_positive(name, getattr(self, name))
-        if not self.widths or len(self.widths) != len(self.depths):
-            raise ValueError(f"widths and depths must list one value per stage, got widths {self.widths} "
-                             f"and depths {self.depths}")
-        for name in ("widths", "depths"):
-            for v in getattr(self, name):
-                V.check_positive(name, v)
+        check_stages(self.widths, self.depths)
         get_step_wise(self.attention)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
@@ -138,9 +134,8 @@ class Captioner(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         stages, cin = [], c.channels
         for s, (width, depth) in enumerate(zip(c.widths, c.depths)):
-            for i in range(depth):
-                stages += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-                cin = width
+            stages += conv_bn_relu(cin, width, depth)
+            cin = width
             if s < len(c.widths) - 1:
                 stages.append(nn.MaxPool2d(2))
         self.encoder = nn.Sequential(*stages)

@@ -44,6 +44,24 @@ DEFAULT_STAGES: dict[str, Callable[[int], list[int]]] = {"nonlocal": lambda n: l
                                                          "aaconv": lambda n: list(range(1, n))}
 
 
+def check_stages(widths: list[int], depths: list[int]) -> None:
+    """One positive width and depth per stage, or a ValueError naming both lists."""
+    if not widths or len(widths) != len(depths):
+        raise ValueError(f"widths and depths must list one value per stage, got widths {widths} and depths {depths}")
+    for name, values in (("widths", widths), ("depths", depths)):
+        for v in values:
+            V.check_positive(name, v)
+
+
+def conv_bn_relu(in_channels: int, width: int, depth: int) -> list[nn.Module]:
+    """``depth`` x [conv3x3 (no bias: BatchNorm follows) -> BatchNorm -> ReLU], (B, C_in, H, W) -> (B, width, H, W)."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1, bias=False),
+                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+    return layers
+
+
 def resolve_block(name: str) -> Callable[..., nn.Module] | None:
     """The layer class (or factory) ``channels, **options -> nn.Module`` of ``--attention name``; None for none.
 
@@ -101,12 +119,7 @@ class CNNConfig(ConfigMixin):
         for name in ("image_size", "channels", "classes"):
             V.check_positive(name, getattr(self, name))
         V.check_choice("attention (the cnn's block)", self.attention, BLOCKS)
-        if not self.widths or len(self.widths) != len(self.depths):
-            raise ValueError(f"widths and depths must list one value per stage, got widths {self.widths} "
-                             f"and depths {self.depths}")
-        for name in ("widths", "depths"):
-            for v in getattr(self, name):
-                V.check_positive(name, v)
+        check_stages(self.widths, self.depths)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for s in self.stages_with_block():
@@ -139,10 +152,7 @@ class CNN(nn.Module):
         cin, size = c.channels, c.image_size
         for s, (width, depth) in enumerate(zip(c.widths, c.depths)):
             swap = replaces_conv and s in with_block  # aaconv: the block is the stage's last convolution
-            layers = []
-            for i in range(depth - 1 if swap else depth):
-                layers += [nn.Conv2d(cin if i == 0 else width, width, 3, padding=1, bias=False),
-                           nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers = conv_bn_relu(cin, width, depth - 1 if swap else depth)
             self.stages.append(nn.Sequential(*layers))  # empty (the identity) for a 1-conv stage that swaps
             if swap:
                 self.blocks[str(s)] = block(cin if depth == 1 else width, width, size, **c.attention_options)

@@ -24,6 +24,17 @@ from .heatmap import CMAP, DPI, _as_matrix, figure_png_bytes, new_figure
 __all__ = ["channel_gates_png_bytes", "image_maps_png_bytes", "word_maps_png_bytes"]
 
 
+def _image_and_maps(image, maps):
+    """(H, W) image and (h, w) maps as matrices, or a ValueError naming the shape that is not 2-D."""
+    img = _as_matrix(image)
+    grids = [_as_matrix(m) for m in maps]
+    if img.ndim != 2:
+        raise ValueError(f"image must be (H, W), got shape {img.shape}")
+    if any(g.ndim != 2 for g in grids):
+        raise ValueError(f"maps must be (h, w) each, got shapes {[g.shape for g in grids]}")
+    return img, grids
+
+
 def image_maps_png_bytes(image: Any, maps: Sequence[Any], titles: Sequence[str], *, normalize: bool = True,
                          alpha: float = 0.6, dpi: int = DPI) -> bytes:
     """An image and, beside it, each map stretched over it.
@@ -35,12 +46,7 @@ def image_maps_png_bytes(image: Any, maps: Sequence[Any], titles: Sequence[str],
         normalize: divide each map by its maximum (shows where, not how much).
         alpha: opacity of a map over the image.
     """
-    img = _as_matrix(image)
-    grids = [_as_matrix(m) for m in maps]
-    if img.ndim != 2:
-        raise ValueError(f"image must be (H, W), got shape {img.shape}")
-    if any(g.ndim != 2 for g in grids):
-        raise ValueError(f"maps must be (h, w) each, got shapes {[g.shape for g in grids]}")
+    img, grids = _image_and_maps(image, maps)
     if len(titles) != len(grids):
         raise ValueError(f"{len(grids)} maps but {len(titles)} titles")
     H, W = img.shape
@@ -113,12 +119,7 @@ def word_maps_png_bytes(image: Any, maps: Sequence[Any], words: Sequence[str], *
     """
     from matplotlib.patches import Rectangle
 
-    img = _as_matrix(image)
-    grids = [_as_matrix(m) for m in maps]
-    if img.ndim != 2:
-        raise ValueError(f"image must be (H, W), got shape {img.shape}")
-    if any(g.ndim != 2 for g in grids):
-        raise ValueError(f"maps must be (h, w) each, got shapes {[g.shape for g in grids]}")
+    img, grids = _image_and_maps(image, maps)
     if len(words) != len(grids) or (boxes is not None and len(boxes) != len(grids)):
         raise ValueError(f"{len(grids)} maps need as many words and boxes, got {len(words)} words and "
                          f"{'no' if boxes is None else len(boxes)} boxes")

@@ -521,6 +521,8 @@ EXEMPT = {
     "attnzoo.models.cnn.CNNConfig.stages_with_block": "reads the config, takes no tensor",
     "attnzoo.models.cnn.CNN.block_stages": "no arguments",
     "attnzoo.models.cnn.resolve_block": "takes a name",
+    "attnzoo.models.cnn.check_stages": "takes lists of ints",
+    "attnzoo.models.cnn.conv_bn_relu": "builds layers from ints",
     "attnzoo.models.captioner.CaptionerConfig": "a config", "attnzoo.models.captioner.CaptionerOutput":
         "a result container",
     "attnzoo.mechanisms.base.VisualOutput": "a result container",
