@@ -31,6 +31,7 @@ def test_list_prints_every_content_mechanism(capsys):
     (["train", "g2p", "--batch-size", "0"], "--batch-size must be positive"),
     (["train", "g2p", "--set", "decoder_dims=3"], "did you mean 'decoder_dim'"),
     (["train", "g2p", "--split", "rand"], "unknown split"),
+    (["train", "g2p", "--ema", "1"], "--ema must be in [0, 1)"),
     (["eval", "/nonexistent/run"], "does not exist"),
     (["train", "lm", "--attention", "additive"], "unknown attention (the lm's slot)"),
     (["train", "lm", "--set", "position=alibi"], "did you mean 'positions'"),

@@ -40,9 +40,12 @@ class TrainOptions(ConfigMixin):
     checkpoint_every_minutes: float = 5.0  # training state (train_state.pt) saved this often, on stop and at the end
     checkpoint_every_steps: int | None = None  # and every this many steps (for tests: minutes are too coarse)
     eval_every_steps: int | None = None  # and evaluations every this many steps (for tests: a loss curve)
+    ema_decay: float | None = None  # weight averaging: evaluate and keep an exponential moving average of the
+    #                                 weights with this decay per step (0: off; None: the task's default)
 
     default_minutes = 8.0  # class attributes a task overrides (not fields)
     default_lr = 1e-3
+    default_ema_decay = 0.0
 
     def __post_init__(self):
         V.check_choice("device", self.device, DEVICES)
@@ -53,6 +56,11 @@ class TrainOptions(ConfigMixin):
             self.minutes = self.default_minutes
         if self.lr is None:
             self.lr = self.default_lr
+        if self.ema_decay is None:
+            self.ema_decay = self.default_ema_decay
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 turns weight averaging off; 0.999 averages over "
+                             f"about the last 1,000 steps), got {self.ema_decay}")
         for name in ("batch_size", "lr", "eval_every_minutes", "minutes", "epochs", "checkpoint_every_minutes",
                      "checkpoint_every_steps", "eval_every_steps"):
             if getattr(self, name) is not None:
@@ -70,6 +78,7 @@ class Seq2SeqOptions(TrainOptions):
     model: str = "rnn"  # architecture: rnn | transformer | convs2s
 
     default_lrs = {"rnn": 1e-3, "transformer": 1e-3, "convs2s": 1e-3}  # peak lr per architecture (a task overrides)
+    default_ema_decays = {}  # weight averaging per architecture (a task overrides; absent: off)
 
     def __post_init__(self):
         from ..models.factory import MODELS
@@ -77,10 +86,15 @@ class Seq2SeqOptions(TrainOptions):
         V.check_choice("model", self.model, MODELS)
         if self.lr is None:
             self.lr = self.default_lrs[self.model]
+        if self.ema_decay is None:
+            self.ema_decay = self.default_ema_decays.get(self.model, self.default_ema_decay)
         super().__post_init__()
         V.check_positive("beam_size", self.beam_size)
 
 
+
+#: options added after runs were first saved, with the value that gives a run saved without them its behaviour
+ADDED_OPTIONS = {"ema_decay": 0.0}
 
 #: task options a resumed run may change: where it runs and how often it saves, never what it trains
 RESUME_MAY_CHANGE = ("device", "checkpoint_every_minutes", "checkpoint_every_steps", "eval_every_steps")
@@ -115,8 +129,8 @@ class RunDirectory:
         for key in sorted(set(saved) | set(now)):
             old, new = saved.get(key), now.get(key)
             if key == "task_config" and isinstance(old, dict) and isinstance(new, dict):
-                old = {k: v for k, v in old.items() if k not in RESUME_MAY_CHANGE}
-                new = {k: v for k, v in new.items() if k not in RESUME_MAY_CHANGE}
+                old = {k: v for k, v in {**ADDED_OPTIONS, **old}.items() if k not in RESUME_MAY_CHANGE}
+                new = {k: v for k, v in {**ADDED_OPTIONS, **new}.items() if k not in RESUME_MAY_CHANGE}
             if old != new:
                 what = key
                 if isinstance(old, dict) and isinstance(new, dict):
@@ -160,7 +174,8 @@ class RunDirectory:
 def trainer_options(cfg: TrainOptions, run: RunDirectory) -> dict:
     """The Trainer keywords that make a task's run resumable (its checkpoints go to ``run``)."""
     return dict(on_checkpoint=run.save_train_state, checkpoint_every_minutes=cfg.checkpoint_every_minutes,
-                checkpoint_every_steps=cfg.checkpoint_every_steps, eval_every_steps=cfg.eval_every_steps)
+                checkpoint_every_steps=cfg.checkpoint_every_steps, eval_every_steps=cfg.eval_every_steps,
+                ema_decay=cfg.ema_decay)
 
 
 def run_metrics(result) -> dict:

@@ -18,6 +18,13 @@ batches of the current epoch already trained are drawn and skipped, so the
 data order, the learning-rate schedule (a function of the step or of the budget
 seconds used) and the dropout draws are those of an uninterrupted run.
 
+Weight averaging (``ema_decay`` > 0): after every step an exponential moving
+average of the weights moves towards them, ``ema <- decay * ema + (1 - decay) * w``
+(with ``decay_t = min(decay, (1 + t) / (10 + t))`` so early steps are not dominated
+by the initialisation). Evaluations, the best weights kept and the returned model
+are the average's; each record also carries the raw weights' primary metric as
+``raw_<primary>``, so a run shows what the average gained.
+
 Stopping: the first Ctrl-C (SIGINT) or a SIGTERM stops the loop at the next step
 boundary; the state is saved at once, then the model is evaluated and the
 caller reports as usual (``TrainResult.stopped_by`` names the signal). A second
@@ -184,7 +191,10 @@ class Trainer:
                  weight_decay: float = 0.0, on_record: Callable[[dict, bool], Any] | None = None,
                  progress: bool | None = None, unit: str = "items", autocast_dtype: torch.dtype | None = None,
                  on_checkpoint: Callable[[dict], Any] | None = None, checkpoint_every_minutes: float = 5.0,
-                 checkpoint_every_steps: int | None = None, eval_every_steps: int | None = None):
+                 checkpoint_every_steps: int | None = None, eval_every_steps: int | None = None,
+                 ema_decay: float = 0.0):
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no weight averaging), got {ema_decay}")
         self.model, self.budget, self.evaluate = model, budget, evaluate
         self.primary, self.higher_is_better = primary, higher_is_better
         self.eval_every = eval_every_minutes * 60
@@ -199,6 +209,30 @@ class Trainer:
         self.checkpoint_every = checkpoint_every_minutes * 60
         self.checkpoint_every_steps = checkpoint_every_steps
         self.eval_every_steps = eval_every_steps
+        self.ema_decay = ema_decay
+        # the averaged weights: a float tensor per parameter and floating-point buffer (BatchNorm's statistics),
+        # next to the live tensor it follows; tied weights once (named_* drop duplicates), or a swap would undo itself
+        # (persistent buffers only: the others are constants a module may rebuild, such as RoPE's tables)
+        saved = model.state_dict().keys()
+        live = itertools.chain(model.named_parameters(), ((k, b) for k, b in model.named_buffers() if k in saved))
+        self._live = {k: v.detach() for k, v in live if v.is_floating_point()} if ema_decay else {}
+        self.ema: dict[str, torch.Tensor] | None = \
+            {k: v.detach().clone() for k, v in self._live.items()} if ema_decay else None
+
+    @torch.no_grad()
+    def _ema_update(self, step: int) -> None:
+        """ema <- d * ema + (1 - d) * w after optimizer step ``step`` (1-based)."""
+        d = min(self.ema_decay, (1 + step) / (10 + step))
+        for k, w in self._live.items():
+            self.ema[k].lerp_(w.detach(), 1.0 - d)
+
+    @torch.no_grad()
+    def _swap_ema(self) -> None:
+        """Exchange the live weights and the averaged ones (twice restores them)."""
+        for k, w in self._live.items():
+            held = w.detach().clone()
+            w.copy_(self.ema[k])
+            self.ema[k].copy_(held)
 
     def lr_at(self, fraction: float) -> float:
         f = min(max(fraction, 0.0), 1.0)
@@ -226,6 +260,9 @@ class Trainer:
                                  f"{steps_per_epoch}: its data or batch size changed, so its data order cannot "
                                  "be followed; start the run again")
             self.model.load_state_dict(resume["model"])
+            if self.ema is not None:  # a state saved without averaging starts the average from its weights
+                for k, v in (resume.get("ema") or self._live).items():
+                    self.ema[k].copy_(v)
             # a copy: the optimizer would otherwise update the caller's tensors in place
             self.optimizer.load_state_dict(copy.deepcopy(resume["optimizer"]))
             step, epoch, epoch_step = resume["step"], resume["epoch"], resume["epoch_step"]
@@ -270,7 +307,8 @@ class Trainer:
                     "steps_per_epoch": steps_per_epoch, "elapsed": now - start, "since_eval": now - last_eval,
                     "loss_sum": loss_sum, "loss_n": loss_n, "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(), "best": best_state, "best_record": result.best,
-                    "records": list(result.records), "rng": rng_state(), "finished": finished}
+                    "records": list(result.records), "rng": rng_state(), "finished": finished,
+                    "ema": None if self.ema is None else {k: v.clone() for k, v in self.ema.items()}}
 
         def checkpoint(finished: bool = False) -> None:
             nonlocal last_ckpt, last_ckpt_step
@@ -297,6 +335,10 @@ class Trainer:
             t0 = time.monotonic()
             self.model.eval()
             metrics = self.evaluate(self.model)
+            if self.ema is not None:  # the raw weights' score, then the average's (kept, checkpointed)
+                raw = metrics[self.primary]
+                self._swap_ema()
+                metrics = {**self.evaluate(self.model), f"raw_{self.primary}": raw}
             self.model.train()
             eval_seconds += time.monotonic() - t0
             record = {"step": step, "epoch": round(step / steps_per_epoch, 3),
@@ -313,7 +355,9 @@ class Trainer:
             result.records.append(record)
             bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             if self.on_record is not None:
-                self.on_record(record, is_best)
+                self.on_record(record, is_best)  # (with averaging, the model holds the average here)
+            if self.ema is not None:
+                self._swap_ema()  # the live weights back, to train on
             last_eval = time.monotonic()
 
         self.model.train()
@@ -343,6 +387,8 @@ class Trainer:
                             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                         self.optimizer.step()
                         step += 1
+                        if self.ema is not None:
+                            self._ema_update(step)
                         epoch_step += 1
                         loss_sum += loss.item()
                         loss_n += 1
