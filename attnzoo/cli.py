@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, help="peak learning rate (default: the task's, e.g. g2p 3e-3 rnn, 2.5e-3 "
                     "transformer, 2e-3 convs2s)")
     tr.add_argument("--ema", type=float, metavar="DECAY", help="weight averaging: evaluate and keep an exponential "
-                    "moving average of the weights, DECAY per step (0: off; default: 0.999 for the g2p "
-                    "transformer, off elsewhere); metrics.jsonl then also shows the raw weights' score")
+                    "moving average of the weights, DECAY per step, e.g. 0.999 (default 0: off); metrics.jsonl "
+                    "then also shows the raw weights' score")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="model option, e.g. --set order=bahdanau --set decoder_dim=512 (repeatable)")
     tr.add_argument("--resume", metavar="DIR", help="continue the run in DIR (stopped by Ctrl-C or SIGTERM, or "
@@ -231,6 +231,8 @@ _NUMBERS = {"--minutes": ("minutes", 0, False, "8"), "--epochs": ("epochs", 0, F
             "--eval-every-steps": ("eval_every_steps", 1, True, "100"),
             "--seeds": ("seeds", 1, True, "3"), "--examples": ("examples", 1, True, "4"),
             "--stories": ("stories", 1, True, "1000"), "--ema": ("ema", 0, True, "0.999")}
+#: the flags above with an upper bound too: a probability mass, a decay
+_WITHIN = {"top_p": "in (0, 1]", "ema": "in [0, 1)"}
 
 
 def check_numbers(args) -> None:
@@ -240,13 +242,10 @@ def check_numbers(args) -> None:
         if value is None:
             continue
         ok = math.isfinite(value) and (value >= low if inclusive else value > low)
-        if attr == "top_p":
-            ok = ok and value <= 1
-        if attr == "ema":
-            ok = ok and value < 1
+        if attr in _WITHIN:
+            ok = ok and (value <= 1 if attr == "top_p" else value < 1)
         if not ok:
-            what = ("in (0, 1]" if attr == "top_p" else "in [0, 1)" if attr == "ema" else "positive" if low > 0 or not inclusive
-                    else f">= {low}")
+            what = _WITHIN.get(attr) or ("positive" if low > 0 or not inclusive else f">= {low}")
             finite = " and finite" if isinstance(value, float) else ""
             raise ValueError(f"{flag} must be {what}{finite}, got {value:g}; e.g. {flag} {example}")
 
@@ -410,7 +409,7 @@ def _seq2seq_choices(args) -> tuple[str, str, dict]:
 def _common(args, batch_size: int) -> dict:
     """The options every task's config takes from the command line."""
     return dict(seed=args.seed, minutes=args.minutes, epochs=args.epochs, lr=args.lr, device=args.device,
-                ema_decay=args.ema,
+                **({} if args.ema is None else {"ema_decay": args.ema}),
                 batch_size=batch_size if args.batch_size is None else args.batch_size,
                 **({} if args.checkpoint_every is None else {"checkpoint_every_minutes": args.checkpoint_every}),
                 **({} if args.checkpoint_every_steps is None else

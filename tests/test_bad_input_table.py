@@ -419,6 +419,8 @@ CASES = [
     Case("`--epochs 0`", cli("train", "g2p", "--epochs", "0"), EXIT2, "--epochs must be positive"),
     Case("`--batch-size 0`", cli("train", "g2p", "--batch-size", "0"), EXIT2, "--batch-size must be positive"),
     Case("`--lr nan`", cli("train", "g2p", "--lr", "nan"), EXIT2, "--lr must be positive and finite, got nan"),
+    Case("`--ema 1` (an average that never moves)", cli("train", "g2p", "--ema", "1"), EXIT2,
+         "--ema must be in [0, 1) and finite, got 1; e.g. --ema 0.999"),
     Case("`--beam 0`", cli("pronounce", "{run}", "abc", "--beam", "0"), EXIT2, "--beam must be positive"),
     Case("`generate --top-p 1.5`", cli("generate", "{run}", "--prompt", "A", "--top-p", "1.5"), EXIT2,
          "--top-p must be in (0, 1]"),

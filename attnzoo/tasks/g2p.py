@@ -54,7 +54,6 @@ G2P_MODEL_DEFAULTS = {
                     dropout=0.1, max_len=128),
 }
 DEFAULT_LR = {"rnn": 3e-3, "transformer": 2.5e-3, "convs2s": 2e-3}
-DEFAULT_EMA = {"transformer": 0.999}  # weight averaging over about the last 1,000 steps (4 minutes here)
 
 
 @dataclass
@@ -68,7 +67,6 @@ class G2PConfig(Seq2SeqOptions):
 
     default_minutes = DEFAULT_MINUTES
     default_lrs = DEFAULT_LR
-    default_ema_decays = DEFAULT_EMA
 
     def __post_init__(self):
         V.check_choice("split", self.split, SPLITS)

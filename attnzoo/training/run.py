@@ -40,12 +40,11 @@ class TrainOptions(ConfigMixin):
     checkpoint_every_minutes: float = 5.0  # training state (train_state.pt) saved this often, on stop and at the end
     checkpoint_every_steps: int | None = None  # and every this many steps (for tests: minutes are too coarse)
     eval_every_steps: int | None = None  # and evaluations every this many steps (for tests: a loss curve)
-    ema_decay: float | None = None  # weight averaging: evaluate and keep an exponential moving average of the
-    #                                 weights with this decay per step (0: off; None: the task's default)
+    ema_decay: float = 0.0  # weight averaging: evaluate and keep an exponential moving average of the weights
+    #                         with this decay per step (0: off); helps mid-run evaluations more than annealed ends
 
     default_minutes = 8.0  # class attributes a task overrides (not fields)
     default_lr = 1e-3
-    default_ema_decay = 0.0
 
     def __post_init__(self):
         V.check_choice("device", self.device, DEVICES)
@@ -56,8 +55,6 @@ class TrainOptions(ConfigMixin):
             self.minutes = self.default_minutes
         if self.lr is None:
             self.lr = self.default_lr
-        if self.ema_decay is None:
-            self.ema_decay = self.default_ema_decay
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 turns weight averaging off; 0.999 averages over "
                              f"about the last 1,000 steps), got {self.ema_decay}")
@@ -78,7 +75,6 @@ class Seq2SeqOptions(TrainOptions):
     model: str = "rnn"  # architecture: rnn | transformer | convs2s
 
     default_lrs = {"rnn": 1e-3, "transformer": 1e-3, "convs2s": 1e-3}  # peak lr per architecture (a task overrides)
-    default_ema_decays = {}  # weight averaging per architecture (a task overrides; absent: off)
 
     def __post_init__(self):
         from ..models.factory import MODELS
@@ -86,8 +82,6 @@ class Seq2SeqOptions(TrainOptions):
         V.check_choice("model", self.model, MODELS)
         if self.lr is None:
             self.lr = self.default_lrs[self.model]
-        if self.ema_decay is None:
-            self.ema_decay = self.default_ema_decays.get(self.model, self.default_ema_decay)
         super().__post_init__()
         V.check_positive("beam_size", self.beam_size)
 
