@@ -34,6 +34,7 @@ the last saved state as it was: that step may be half applied).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import logging
@@ -234,6 +235,19 @@ class Trainer:
             w.copy_(self.ema[k])
             self.ema[k].copy_(held)
 
+    @contextlib.contextmanager
+    def _averaged(self):
+        """Inside the block the model holds the averaged weights, and after it the live ones again, even when
+        the block raises (a second Ctrl-C during an evaluation): the training state saved next is never swapped."""
+        if self.ema is None:
+            yield
+            return
+        self._swap_ema()
+        try:
+            yield
+        finally:
+            self._swap_ema()
+
     def lr_at(self, fraction: float) -> float:
         f = min(max(fraction, 0.0), 1.0)
         if f < self.warmup:
@@ -335,29 +349,28 @@ class Trainer:
             t0 = time.monotonic()
             self.model.eval()
             metrics = self.evaluate(self.model)
-            if self.ema is not None:  # the raw weights' score, then the average's (kept, checkpointed)
-                raw = metrics[self.primary]
-                self._swap_ema()
-                metrics = {**self.evaluate(self.model), f"raw_{self.primary}": raw}
-            self.model.train()
-            eval_seconds += time.monotonic() - t0
-            record = {"step": step, "epoch": round(step / steps_per_epoch, 3),
-                      "seconds": round(time.monotonic() - start, 1),
-                      "train_loss": round(train_loss, 4),
-                      "lr": self.optimizer.param_groups[0]["lr"], **metrics}
-            loss_sum, loss_n = 0.0, 0
-            value = metrics[self.primary]
-            is_best = result.best is None or (value > result.best[self.primary] if self.higher_is_better
-                                              else value < result.best[self.primary])
-            if is_best:
-                result.best = record
-                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            result.records.append(record)
-            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            if self.on_record is not None:
-                self.on_record(record, is_best)  # (with averaging, the model holds the average here)
-            if self.ema is not None:
-                self._swap_ema()  # the live weights back, to train on
+            # with averaging: the raw weights' score above, then the average's, which is kept and checkpointed
+            with self._averaged():
+                if self.ema is not None:
+                    metrics = {**self.evaluate(self.model), f"raw_{self.primary}": metrics[self.primary]}
+                self.model.train()
+                eval_seconds += time.monotonic() - t0
+                record = {"step": step, "epoch": round(step / steps_per_epoch, 3),
+                          "seconds": round(time.monotonic() - start, 1),
+                          "train_loss": round(train_loss, 4),
+                          "lr": self.optimizer.param_groups[0]["lr"], **metrics}
+                loss_sum, loss_n = 0.0, 0
+                value = metrics[self.primary]
+                is_best = result.best is None or (value > result.best[self.primary] if self.higher_is_better
+                                                  else value < result.best[self.primary])
+                if is_best:
+                    result.best = record
+                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                result.records.append(record)
+                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in record.items()))
+                if self.on_record is not None:
+                    self.on_record(record, is_best)
             last_eval = time.monotonic()
 
         self.model.train()

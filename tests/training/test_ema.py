@@ -34,7 +34,7 @@ class Tied(nn.Module):
         return self.out(torch.tanh(self.b(self.norm(self.a(x))))).squeeze(1)
 
 
-def _run(ema_decay, every_steps=None, resume=None):
+def _run(ema_decay, every_steps=None, resume=None, interrupt_call=None):
     torch.manual_seed(0)
     x, y = _data()
     model = Tied().double()
@@ -49,7 +49,12 @@ def _run(ema_decay, every_steps=None, resume=None):
         for i in range(0, 48, 12):
             yield x[i:i + 12], y[i:i + 12]
 
+    calls = [0]
+
     def evaluate(m):
+        calls[0] += 1
+        if calls[0] == interrupt_call:
+            raise KeyboardInterrupt  # a second Ctrl-C during this evaluation
         with torch.no_grad():
             return {"mse": float(((m(x) - y) ** 2).mean())}
 
@@ -110,6 +115,19 @@ def test_each_record_scores_the_average_and_the_raw_weights():
         probe.load_state_dict({**path[r["step"]], **_expected_ema(path[: r["step"] + 1], 0.5)})
         assert r["mse"] == pytest.approx(evaluate(probe)["mse"], rel=1e-12)
     assert any(abs(r["mse"] - r["raw_mse"]) > 1e-6 for r in res.records)  # the two differ: a real average
+
+
+def test_an_interrupt_while_the_average_is_evaluated_saves_the_live_weights_not_the_average():
+    model, res, seen, states, _ = _run(0.5, every_steps=3, interrupt_call=2)  # the average's score at step 3
+    assert res.stopped_by == "SIGINT" and res.steps == 3
+    last = states[-1]  # saved after the interrupt and the final evaluation
+    path = seen + [last["model"]]
+    assert len(path) == 4
+    expected = _expected_ema(path, 0.5)
+    for k, v in last["ema"].items():
+        torch.testing.assert_close(v, expected[k], rtol=1e-12, atol=1e-12)
+    assert not torch.equal(last["model"]["out.weight"], last["ema"]["out.weight"])  # two different tensors
+    assert [r["step"] for r in res.records] == [3] and "raw_mse" in res.records[0]
 
 
 @pytest.mark.parametrize("at", [2, 7])
