@@ -22,6 +22,7 @@ from ..config import ConfigMixin
 from ..core import validate as V
 from . import distributed
 from .checkpoint import FORMAT_VERSION, TRAIN_STATE, RunDirError, load_run, save_checkpoint, write_json
+from .trainer import check_ema_decay
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -55,9 +56,7 @@ class TrainOptions(ConfigMixin):
             self.minutes = self.default_minutes
         if self.lr is None:
             self.lr = self.default_lr
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (0 turns weight averaging off; 0.999 averages over "
-                             f"about the last 1,000 steps), got {self.ema_decay}")
+        check_ema_decay(self.ema_decay)
         for name in ("batch_size", "lr", "eval_every_minutes", "minutes", "epochs", "checkpoint_every_minutes",
                      "checkpoint_every_steps", "eval_every_steps"):
             if getattr(self, name) is not None:

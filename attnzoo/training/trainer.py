@@ -94,6 +94,13 @@ STATE_VERSION = 1
 FAULT_ENV = "ATTNZOO_TEST_SIGNAL_AT_STEP"
 
 
+def check_ema_decay(decay: float) -> None:
+    """The averaging decay in [0, 1), or a ValueError naming it (one check for the options and the Trainer)."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1) (0 turns weight averaging off; 0.999 averages over about "
+                         f"the last 1,000 steps), got {decay}")
+
+
 def rng_state() -> dict:
     """Every random generator training draws from, as tensors and lists (weights_only=True loads them)."""
     version, internal, gauss = random.getstate()
@@ -194,8 +201,7 @@ class Trainer:
                  on_checkpoint: Callable[[dict], Any] | None = None, checkpoint_every_minutes: float = 5.0,
                  checkpoint_every_steps: int | None = None, eval_every_steps: int | None = None,
                  ema_decay: float = 0.0):
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (0: no weight averaging), got {ema_decay}")
+        check_ema_decay(ema_decay)
         self.model, self.budget, self.evaluate = model, budget, evaluate
         self.primary, self.higher_is_better = primary, higher_is_better
         self.eval_every = eval_every_minutes * 60
@@ -214,11 +220,14 @@ class Trainer:
         # the averaged weights: a float tensor per parameter and floating-point buffer (BatchNorm's statistics),
         # next to the live tensor it follows; tied weights once (named_* drop duplicates), or a swap would undo itself
         # (persistent buffers only: the others are constants a module may rebuild, such as RoPE's tables)
-        saved = model.state_dict().keys()
-        live = itertools.chain(model.named_parameters(), ((k, b) for k, b in model.named_buffers() if k in saved))
-        self._live = {k: v.detach() for k, v in live if v.is_floating_point()} if ema_decay else {}
-        self.ema: dict[str, torch.Tensor] | None = \
-            {k: v.detach().clone() for k, v in self._live.items()} if ema_decay else None
+        self._live: dict[str, torch.Tensor] = {}
+        self.ema: dict[str, torch.Tensor] | None = None
+        if ema_decay:
+            saved = model.state_dict().keys()
+            live = itertools.chain(model.named_parameters(),
+                                   ((k, b) for k, b in model.named_buffers() if k in saved))
+            self._live = {k: v.detach() for k, v in live if v.is_floating_point()}
+            self.ema = {k: v.clone() for k, v in self._live.items()}
 
     @torch.no_grad()
     def _ema_update(self, step: int) -> None:
