@@ -24,7 +24,8 @@ Backends
            no dropout.
 ``auto``   the fastest backend valid for the call: ``sdpa`` when it can run
            it (but ``chunked`` when sdpa would need a materialised ``score_mod``
-           bias larger than the device's budget); with ``need_weights=True``, ``tiled`` for all but tiny calls
+           bias larger than the device's budget, and ``eager`` for bfloat16 on the CPU
+           with at most ``CPU_BF16_EAGER_KEYS`` keys); with ``need_weights=True``, ``tiled`` for all but tiny calls
            on CPU; else ``chunked`` when the (B, H, L, S) scores would exceed the budget; else ``eager``.
            The budget (:func:`materialise_budget`) is ``CHUNKED_AUTO_BYTES`` on CPU, where blocks that stay
            in cache win; on CUDA it is a share of the GPU's memory, and ``tiled`` is taken only past it:
@@ -51,6 +52,7 @@ from torch import Tensor
 from . import validate as V
 from . import capture as _capture
 from .chunked import chunked_attention
+from .dropout import dropout
 from .tiled import tiled_attention
 from .masks import causal_mask, index_grid
 from .normalize import NORMALIZERS
@@ -63,6 +65,10 @@ BACKENDS = ("auto", "eager", "sdpa", "chunked", "tiled")
 CHUNKED_AUTO_BYTES = 256 * 2 ** 20
 #: with need_weights=True, backend="auto" takes the tiled path from this many (query, key) pairs on (CPU)
 TILED_AUTO_PAIRS = 2 ** 16
+#: on the CPU, backend="auto" runs bfloat16 calls with at most this many keys eagerly instead of through SDPA:
+#: PyTorch's bfloat16 CPU flash kernel is 2-13x slower than materialised scores there (fp32 and fp16 are not;
+#: measured on a 2-core AVX512-BF16 EPYC, benchmarks/README.md "The Transformer on g2p, faster")
+CPU_BF16_EAGER_KEYS = 128
 #: on CUDA, backend="auto" materialises a (B, H, L, S) float32 tensor while it takes at most this share of the
 #: GPU's memory (eager's backward holds about three of them)
 CUDA_MATERIALISE_SHARE = 1 / 16
@@ -129,13 +135,18 @@ def tiled_unsupported_reason(normalize: str, dropout_p: float) -> str | None:
 
 def choose_backend(backend: str, score: Score, normalize: str, need_weights: bool,
                    score_mod: ScoreMod | None, dropout_p: float = 0.0,
-                   grid: tuple[int, int, int, int] | None = None, device: torch.device | None = None) -> str:
-    """The backend that runs a call; ``grid`` = (B, H, L, S) and ``device`` size the work for ``auto``."""
+                   grid: tuple[int, int, int, int] | None = None, device: torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> str:
+    """The backend that runs a call; ``grid`` = (B, H, L, S), ``device`` and ``dtype`` size the work for ``auto``."""
     V.check_choice("backend", backend, BACKENDS)
     reason = sdpa_unsupported_reason(score, normalize, need_weights, score_mod)
     if backend == "auto":
         pairs = 0 if grid is None else grid[0] * grid[1] * grid[2] * grid[3]
         big = 4 * pairs > materialise_budget(device)  # the (B, H, L, S) float32 scores
+        short_cpu_bf16 = (dtype == torch.bfloat16 and device is not None and device.type == "cpu"
+                          and grid is not None and grid[3] <= CPU_BF16_EAGER_KEYS)
+        if reason is None and short_cpu_bf16 and not big:
+            return "eager"
         if reason is None:
             # sdpa would take a score_mod as a materialised (B, H, L, S) bias: past the budget the
             # chunked backend computes it block by block instead
@@ -224,7 +235,7 @@ def attend(
     if query_offset is None:
         query_offset = k.shape[-2] - q.shape[-2]
     grid = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-    chosen = choose_backend(backend, score, normalize, need_weights, score_mod, dropout_p, grid, q.device)
+    chosen = choose_backend(backend, score, normalize, need_weights, score_mod, dropout_p, grid, q.device, q.dtype)
     if is_causal and chosen not in ("chunked", "tiled"):  # those build the causal mask block by block
         c = causal_mask(q.shape[-2], k.shape[-2], device=q.device, query_offset=query_offset)  # (L, S)
         mask = c if mask is None else mask & c
@@ -264,7 +275,7 @@ def _eager(score, q, k, v, mask, bias, score_mod, normalize, dropout_p, need_wei
     weights = NORMALIZERS[normalize](scores, mask)  # (B, H, L, S) float32
     attn = weights.to(v.dtype)
     if dropout_p > 0:
-        attn = F.dropout(attn, p=dropout_p)
+        attn = dropout(attn, dropout_p)
     out = attn @ v  # (B, H, L, E)
     return AttentionOutput(out, weights if need_weights else None)
 

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..core import validate as V
 from ..core.attend import AttentionOutput, attend
+from ..core.dropout import dropout
 from ..core.kv_cache import KVCache
 from ..registry import register
 
@@ -173,7 +174,7 @@ class LightweightConv(nn.Module):
             raw = self.kernel
         w = torch.softmax(raw.to(wdtype), dim=-1)
         if self.weight_dropout > 0 and self.training:
-            w = F.dropout(w, self.weight_dropout)
+            w = dropout(w, self.weight_dropout)
         return w
 
     def forward(self, x: Tensor, *, key_mask: Tensor | None = None, is_causal: bool = False,

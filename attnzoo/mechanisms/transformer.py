@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import validate as V
+from ..core.dropout import Dropout
 from ..core.kv_cache import KVCache
 from .convolutional import ConvCache, DynamicConv, LightweightConv
 from .multihead import MultiHeadAttention
@@ -67,7 +68,7 @@ class FeedForward(nn.Module):
             raise ValueError(f"unknown activation {activation!r}; expected 'gelu' or 'relu'")
         self.up, self.down = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
         self.act = F.gelu if activation == "gelu" else F.relu
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down(self.drop(self.act(self.up(x))))
@@ -78,7 +79,7 @@ class _Sublayer(nn.Module):
 
     def __init__(self, dim: int, dropout: float, norm_first: bool):
         super().__init__()
-        self.norm, self.drop, self.norm_first = nn.LayerNorm(dim), nn.Dropout(dropout), norm_first
+        self.norm, self.drop, self.norm_first = nn.LayerNorm(dim), Dropout(dropout), norm_first
 
     def forward(self, x: Tensor, f) -> tuple[Tensor, Tensor | None]:
         y, weights = f(self.norm(x) if self.norm_first else x)

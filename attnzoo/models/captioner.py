@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigMixin
 from ..core import validate as V
+from ..core.dropout import Dropout
 from ..mechanisms.base import AttentionState
 from ..mechanisms.visual import doubly_stochastic_penalty, flatten_grid
 from ..registry import create as create_attention
@@ -153,7 +154,7 @@ class Captioner(nn.Module):
         self.out_h = nn.Linear(c.decoder_dim, c.embed_dim)  # L_h
         self.out_z = nn.Linear(D, c.embed_dim)  # L_z
         self.generator = nn.Linear(c.embed_dim, c.vocab)  # L_o
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         if c.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigMixin
 from ..core import validate as V
+from ..core.dropout import Dropout
 from ..mechanisms.base import VisualOutput
 
 #: --attention name -> registry name of the block (None: no block)
@@ -161,7 +162,7 @@ class CNN(nn.Module):
             cin = width
             size = size // 2 if s < len(c.widths) - 1 else size  # the grid side of the next stage
         self.pool = nn.MaxPool2d(2)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.head = nn.Linear(cin, c.classes)
         if c.channels_last:
             self.to(memory_format=torch.channels_last)  # the convolutions' outputs follow their weights' format

@@ -40,6 +40,7 @@ from torch.nn.utils import parametrizations
 
 from ..config import ConfigMixin
 from ..core import validate as V
+from ..core.dropout import Dropout
 from ..mechanisms.convolutional import MultiStepAttention
 from .rnn_seq2seq import check_source
 
@@ -140,7 +141,7 @@ class ConvS2S(nn.Module):
         for emb in (self.src_embed, self.tgt_embed):
             with torch.no_grad():
                 emb.weight[pad_id].zero_()
-        self.drop = nn.Dropout(p)
+        self.drop = Dropout(p)
         self.enc_in, self.enc_out = _linear(E, C, p), _linear(C, E, 0.0)
         self.encoder = nn.ModuleList(_conv(C, c.enc_kernel, p) for _ in range(c.enc_layers))
         self.dec_in, self.dec_out = _linear(E, C, p), _linear(C, E, 0.0)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigMixin
 from ..core import validate as V
+from ..core.dropout import Dropout
 from ..core.kv_cache import KVCache
 from ..mechanisms.transformer import BlockConfig, SelfAttentionBlock
 from ..positions import LearnedPositions, SinusoidalPositions
@@ -66,7 +67,7 @@ class DecoderLM(nn.Module):
                             dropout=c.dropout, norm_first=True, positions=None if absolute else c.positions)
         self.blocks = nn.ModuleList(SelfAttentionBlock(block) for _ in range(c.layers))
         self.norm = nn.LayerNorm(c.dim)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         nn.init.normal_(self.embed.weight, std=0.02)
 
     def forward(self, tokens: Tensor, caches: list[KVCache] | None = None,

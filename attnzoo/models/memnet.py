@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..config import ConfigMixin
 from ..core import validate as V
+from ..core.dropout import Dropout
 from ..core.attend import attend
 from ..registry import create as create_attention
 from ..registry import mechanisms
@@ -195,7 +196,7 @@ class AttentiveReader(nn.Module):
         self.question_rnn = nn.GRU(c.embed_dim, c.hidden_dim, batch_first=True, bidirectional=True)
         self.attention = create_attention(c.attention, query_dim=H2, key_dim=H2,
                                           hidden_dim=c.attention_hidden or H2)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.out = nn.Linear(2 * H2, c.vocab)
 
     @staticmethod

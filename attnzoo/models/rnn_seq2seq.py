@@ -40,6 +40,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..config import ConfigMixin
 from ..core import validate as V
+from ..core.dropout import Dropout
 from ..mechanisms.base import AttentionState
 from ..registry import create as create_attention
 
@@ -125,7 +126,7 @@ class RNNSeq2Seq(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         rnn_cls = nn.LSTM if c.rnn == "lstm" else nn.GRU
         memory_dim = 2 * c.hidden_dim
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
 
         # encoder
         self.src_embed = nn.Embedding(c.src_vocab, c.embed_dim, padding_idx=pad_id)

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigMixin
 from ..core import validate as V
+from ..core.dropout import Dropout
 from ..core.kv_cache import KVCache
 from ..mechanisms.convolutional import ConvCache
 from ..mechanisms.transformer import SELF_ATTENTION, BlockConfig, DecoderBlock, EncoderBlock, new_self_cache
@@ -113,7 +114,7 @@ class TransformerSeq2Seq(nn.Module):
             self.pos = LearnedPositions(c.dim, c.max_len)
         else:
             self.pos = None
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         block = c.block()
         self.encoder = nn.ModuleList(EncoderBlock(block) for _ in range(c.enc_layers))
         self.decoder = nn.ModuleList(DecoderBlock(block) for _ in range(c.dec_layers))

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigMixin
 from ..core import validate as V
+from ..core.dropout import Dropout
 from ..mechanisms.transformer import BlockConfig, SelfAttentionBlock
 
 
@@ -60,7 +61,7 @@ class ViT(nn.Module):
         self.blocks = nn.ModuleList(SelfAttentionBlock(block) for _ in range(c.layers))
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.classes)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
 
     def forward(self, images: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
         """images (B, C, H, W) -> logits (B, classes), per-layer (B, heads, N+1, N+1) weights if asked."""
