@@ -19,12 +19,12 @@ and checks them against the targets of the performance issue (the ``target``
 column). Peers: naive eager attention, ``F.scaled_dot_product_attention``,
 ``nn.MultiheadAttention`` with and without weights, x-transformers'
 ``Attention`` (``pip install x-transformers``; skipped with a note when it is
-missing), the broadcast additive attention of Keras and OpenNMT, and full
-recomputation for decoding. ``--quick`` runs small sizes only (seconds, not
+missing), the broadcast additive attention of Keras and OpenNMT, ``nn.Dropout``,
+and full recomputation for decoding. ``--quick`` runs small sizes only (seconds, not
 minutes); the figures the README quotes come from the full run.
 
 Shape legend: B batch, H heads, N sequence length (L = S = N), d head size,
-A the additive score's hidden size.
+A the additive score's hidden size, dim an activation's feature size.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .core.attend import attend
+from .core.dropout import Dropout
 from .core.kv_cache import KVCache
 from .core.scores import AdditiveScore
 from .mechanisms.multihead import MultiHeadAttention
@@ -69,15 +70,19 @@ class Case:
     flops: Callable[[dict], float] | None = None
     #: (peer, "speed" | "memory", bound): speed ratio >= bound, or memory ratio <= bound
     targets: list[tuple[str, str, float]] = field(default_factory=list)
+    #: device types the targets are for (a CPU-only speed-up has none on CUDA, where both sides run one kernel)
+    targets_on: tuple[str, ...] = ("cpu", "cuda")
 
 
 # --------------------------------------------------------------------------- helpers
-def _train(fn: Callable[[], Tensor], params: list[Tensor]) -> Step:
-    """One forward+backward repetition of ``fn``."""
+def _train(fn: Callable[[], Tensor], params: list[Tensor], autocast: tuple[str, torch.dtype] | None = None) -> Step:
+    """One forward+backward repetition of ``fn`` (its forward under ``autocast`` = (device type, dtype))."""
     def step():
         for p in params:
             p.grad = None
-        fn().float().sum().backward()
+        with torch.autocast(*(autocast or ("cpu", torch.bfloat16)), enabled=autocast is not None):
+            y = fn()
+        y.float().sum().backward()
     return step
 
 
@@ -194,6 +199,45 @@ def _mha_infer_contenders() -> dict[str, Factory]:
 
     return {"attnzoo MultiHeadAttention": ours, "nn.MultiheadAttention(need_weights=False)": torch_mha,
             "raw SDPA layer": sdpa, "x-transformers Attention": xt}
+
+
+def _bf16_short_contenders() -> dict[str, Factory]:
+    """Training steps of one attention layer under bfloat16 autocast, as the g2p Transformer trains."""
+    def amp(device):
+        return device.split(":")[0], torch.bfloat16
+
+    def ours(size, device):
+        m, x = _ours(size, device), _x(size, device, True)
+        return _train(lambda: m(x).output, [x, *m.parameters()], amp(device))
+
+    def torch_mha(size, device):
+        m, x = _torch_mha(size, device), _x(size, device, True)
+        return _train(lambda: m(x, x, x, need_weights=False)[0], [x, *m.parameters()], amp(device))
+
+    def sdpa(size, device):
+        torch.manual_seed(0)
+        m, x = _SDPALayer(size["H"] * size["d"], size["H"]).to(device), _x(size, device, True)
+        return _train(lambda: m(x), [x, *m.parameters()], amp(device))
+
+    return {"attnzoo MultiHeadAttention": ours, "nn.MultiheadAttention(need_weights=False)": torch_mha,
+            "raw SDPA layer": sdpa}
+
+
+def _dropout_contenders() -> dict[str, Factory]:
+    def activation(size, device):
+        g = torch.Generator(device="cpu").manual_seed(0)
+        x = torch.randn(size["B"], size["N"], size["dim"], generator=g).to(device, torch.bfloat16)
+        return x.requires_grad_(True)
+
+    def ours(size, device):
+        m, x = Dropout(0.1), activation(size, device)
+        return _train(lambda: m(x), [x])
+
+    def torch_dropout(size, device):
+        m, x = nn.Dropout(0.1), activation(size, device)
+        return _train(lambda: m(x), [x])
+
+    return {"attnzoo Dropout": ours, "nn.Dropout": torch_dropout}
 
 
 def _weights_contenders(train: bool) -> dict[str, Factory]:
@@ -355,6 +399,13 @@ def cases() -> list[Case]:
              flops=lambda s: 3 * 4 * s["B"] * s["H"] * s["N"] * s["N"] * s["d"] / 2,
              targets=[("attnzoo eager (the reference)", "memory", 1 / 10),
                       ("attnzoo eager (the reference)", "speed", 1.0)]),
+        Case("mha-train-bf16-short", "multi-head self-attention, forward+backward under bfloat16 autocast, "
+             "g2p-sized sequences", [dict(B=256, H=4, d=32, N=16)], [dict(B=16, H=4, d=32, N=16)],
+             _bf16_short_contenders(), flops=_mha_flops,
+             targets=[("nn.MultiheadAttention(need_weights=False)", "speed", 1.5)], targets_on=("cpu",)),
+        Case("dropout", "dropout (p = 0.1) on a bfloat16 (B, N, dim) activation, forward+backward",
+             [dict(B=256, N=16, dim=512)], [dict(B=16, N=16, dim=64)], _dropout_contenders(),
+             targets=[("nn.Dropout", "speed", 2.0)], targets_on=("cpu",)),
         Case("decode", "greedy decoding of an LM up to its full context: the last `new` tokens, prefix already read",
              [dict(dim=256, H=4, layers=4, context=1024, new=16)], [dict(dim=64, H=4, layers=2, context=128, new=8)],
              _decode_contenders(), targets=[("full recomputation per token", "speed", 5.0)]),
@@ -463,7 +514,8 @@ def run(names: list[str] | None = None, quick: bool = False, device: str = "cpu"
                 entry["speed_ratio"] = entry["median_s"] / ours["median_s"]
                 if entry.get("peak_bytes") and ours.get("peak_bytes") is not None:
                     entry["memory_ratio"] = ours["peak_bytes"] / entry["peak_bytes"]
-            for peer, kind, bound in ([] if quick else case.targets):  # the targets are for the full sizes
+            checked = not quick and device.split(":")[0] in case.targets_on  # targets: full sizes, their devices
+            for peer, kind, bound in (case.targets if checked else []):
                 entry = row["contenders"].get(peer)
                 value = None if entry is None else entry.get(f"{kind}_ratio")
                 ok = None if value is None else (value >= bound if kind == "speed" else value <= bound)

@@ -38,3 +38,20 @@ def test_unknown_case_is_named():
 
     with pytest.raises(ValueError, match="unknown bench case 'mha'; expected one of mha-train"):
         bench.run(["mha"], quick=True)
+
+
+def test_targets_are_checked_only_on_their_devices(monkeypatch):
+    """A CPU-only target (a CPU kernel's speed-up) is reported on the CPU and left out elsewhere."""
+    def factory(size, device):
+        return lambda: None
+
+    def case(targets_on):
+        return bench.Case("toy", "a no-op", [{"n": 1}], [{"n": 1}], {"ours": factory, "peer": factory},
+                          targets=[("peer", "speed", 1e-9)], targets_on=targets_on)
+
+    monkeypatch.setattr(bench, "cases", lambda: [case(("cpu",))])
+    (row,) = bench.run(["toy"], reps=1, memory=False, log=lambda *_: None)["cases"]
+    assert [(t["peer"], t["met"]) for t in row["targets"]] == [("peer", True)]
+    monkeypatch.setattr(bench, "cases", lambda: [case(("cuda",))])
+    (row,) = bench.run(["toy"], reps=1, memory=False, log=lambda *_: None)["cases"]
+    assert row["targets"] == []

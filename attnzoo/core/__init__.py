@@ -1,6 +1,7 @@
 """The core every mechanism shares: score -> mask/bias -> normalize -> aggregate."""
 
 from .attend import BACKENDS, AttentionOutput, attend, choose_backend
+from .dropout import Dropout, dropout, keep_mask
 from .kv_cache import KVCache
 from .masks import (and_masks, causal, causal_mask, create_mask, not_mask, or_masks, padding,
                     padding_mask, sliding_window, sliding_window_mask)
@@ -9,6 +10,7 @@ from .scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDo
 
 __all__ = [
     "attend", "AttentionOutput", "KVCache", "BACKENDS", "choose_backend",
+    "Dropout", "dropout", "keep_mask",
     "padding_mask", "causal_mask", "sliding_window_mask", "causal", "sliding_window", "padding",
     "and_masks", "or_masks", "not_mask", "create_mask",
     "softmax", "sparsemax", "NORMALIZERS",

@@ -63,6 +63,7 @@ class Dropout(nn.Dropout):
     """``nn.Dropout`` with :func:`dropout`'s cheaper CPU mask (``inplace`` is not offered)."""
 
     def __init__(self, p: float = 0.5):
+        _check_p(p)  # nn.Dropout lets NaN through
         super().__init__(p)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ import torch
 
 from attnzoo import attend
 from attnzoo.core import masks as M
-from attnzoo.core.attend import choose_backend
+from attnzoo.core.attend import CPU_BF16_EAGER_KEYS, choose_backend
 from attnzoo.core.normalize import sparsemax
 from attnzoo.core.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
 
@@ -66,6 +66,34 @@ def test_auto_picks_sdpa_only_where_valid():
     assert choose_backend("auto", add, "softmax", False, None) == "eager"
     assert choose_backend("auto", dot, "softmax", False, lambda s, b, h, q, k: s * 2) == "eager"
     assert choose_backend("auto", dot, "softmax", False, alibi_like) == "sdpa"
+
+
+def test_auto_runs_short_bfloat16_cpu_calls_eagerly():
+    """PyTorch's bfloat16 CPU flash kernel is slower than materialised scores for short keys (CPU_BF16_EAGER_KEYS)."""
+    dot, cpu = ScaledDotScore(), torch.device("cpu")
+    short, long = (256, 4, 12, CPU_BF16_EAGER_KEYS), (2, 4, 12, CPU_BF16_EAGER_KEYS + 1)
+    assert choose_backend("auto", dot, "softmax", False, None, grid=short, device=cpu, dtype=torch.bfloat16) == "eager"
+    assert choose_backend("auto", dot, "softmax", False, None, grid=long, device=cpu, dtype=torch.bfloat16) == "sdpa"
+    for dtype in (torch.float32, torch.float16):  # their CPU kernels are fast: SDPA stays
+        assert choose_backend("auto", dot, "softmax", False, None, grid=short, device=cpu, dtype=dtype) == "sdpa"
+    assert choose_backend("sdpa", dot, "softmax", False, None, grid=short, device=cpu, dtype=torch.bfloat16) == "sdpa"
+    huge = (2 ** 20, 16, 128, 128)  # past the materialise budget: never eager
+    assert choose_backend("auto", dot, "softmax", False, None, grid=huge, device=cpu, dtype=torch.bfloat16) == "sdpa"
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_short_bfloat16_cpu_attention_is_the_eager_path_and_near_float64(causal):
+    q, k, v = (t.detach().bfloat16().requires_grad_() for t in qkv(B=8, L=9, S=9))
+    mask = torch.rand(8, 1, 1, 9) < 0.8
+    mask[..., 0] = True
+    kw = dict(mask=None if causal else mask, is_causal=causal)
+    auto = attend(q, k, v, **kw).output
+    eager = attend(q, k, v, backend="eager", **kw).output
+    assert torch.equal(auto, eager)
+    reference = attend(q.double(), k.double(), v.double(), backend="eager", **kw).output
+    torch.testing.assert_close(auto.double(), reference, atol=3e-2, rtol=3e-2)
+    sdpa = attend(q, k, v, backend="sdpa", **kw).output
+    torch.testing.assert_close(auto, sdpa, atol=3e-2, rtol=3e-2)
 
 
 @pytest.mark.parametrize("kw, words", [

@@ -32,7 +32,7 @@ from torch import nn
 import attnzoo
 import attnzoo.models
 from attnzoo import KVCache, attend
-from attnzoo.core import masks, normalize
+from attnzoo.core import Dropout, dropout, masks, normalize
 from attnzoo.core.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score
 from attnzoo.mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
 from attnzoo.models import decoding
@@ -184,6 +184,14 @@ def case_normalizers():
         w.sum().backward()
         check(fn.__name__ + " (no mask)", fn, scores)
         check(fn.__name__ + " (bfloat16)", fn, scores.detach().bfloat16(), mask)
+
+
+def case_dropout():
+    x = torch.randn(2, 3, 5, requires_grad=True)
+    torch.manual_seed(0)
+    check("dropout", dropout, x, 0.3).sum().backward()
+    check("Dropout.forward", Dropout(0.3), x)
+    check("dropout (bfloat16)", dropout, x.detach().bfloat16(), 0.3)
 
 
 def case_scores():
@@ -439,6 +447,7 @@ CASES = {
     "attnzoo.core.capture.Capture.record": case_capture,
     **{f"attnzoo.core.masks.{n}": case_masks for n in ("padding_mask", "causal", "sliding_window", "padding",
                                                        "and_masks", "or_masks", "not_mask", "create_mask")},
+    "attnzoo.core.dropout.dropout": case_dropout, "attnzoo.core.dropout.Dropout.forward": case_dropout,
     "attnzoo.core.normalize.softmax": case_normalizers, "attnzoo.core.normalize.sparsemax": case_normalizers,
     **{f"attnzoo.core.scores.{c.__name__}.{m}": case_scores
        for c in (Score, DotScore, ScaledDotScore, GeneralScore, AdditiveScore, CosineScore)
@@ -494,6 +503,7 @@ EXEMPT = {
     "attnzoo.core.kv_cache.KVCache": "appended to by design (the documented exception)",
     "attnzoo.core.attend.AttentionOutput": "a result container",
     "attnzoo.core.attend.choose_backend": "takes names and sizes, no tensors",
+    "attnzoo.core.dropout.keep_mask": "takes a shape and a rate, no tensors",
     "attnzoo.core.capture.Capture.items": "reads the recorded maps, takes no tensor",
     "attnzoo.registry.create": "builds a module from sizes", "attnzoo.registry.mechanisms": "lists names",
     "attnzoo.registry.MechanismInfo": "registry metadata",
