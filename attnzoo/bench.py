@@ -152,19 +152,24 @@ def _mha_flops(size: dict, train: bool = True) -> float:
 
 
 # --------------------------------------------------------------------------- cases
-def _mha_train_contenders() -> dict[str, Factory]:
+def _mha_train_contenders(bf16: bool = False) -> dict[str, Factory]:
+    """Training steps of one self-attention layer; ``bf16``: under bfloat16 autocast, as ``attnzoo train`` runs
+    where the hardware has it (against the two PyTorch layers only)."""
+    def amp(device):
+        return (device.split(":")[0], torch.bfloat16) if bf16 else None
+
     def ours(size, device):
         m, x = _ours(size, device), _x(size, device, True)
-        return _train(lambda: m(x).output, [x, *m.parameters()])
+        return _train(lambda: m(x).output, [x, *m.parameters()], amp(device))
 
     def torch_mha(size, device):
         m, x = _torch_mha(size, device), _x(size, device, True)
-        return _train(lambda: m(x, x, x, need_weights=False)[0], [x, *m.parameters()])
+        return _train(lambda: m(x, x, x, need_weights=False)[0], [x, *m.parameters()], amp(device))
 
     def sdpa(size, device):
         torch.manual_seed(0)
         m, x = _SDPALayer(size["H"] * size["d"], size["H"]).to(device), _x(size, device, True)
-        return _train(lambda: m(x), [x, *m.parameters()])
+        return _train(lambda: m(x), [x, *m.parameters()], amp(device))
 
     def xt(size, device):
         m, x = _x_transformers(size, device), _x(size, device, True)
@@ -175,8 +180,9 @@ def _mha_train_contenders() -> dict[str, Factory]:
         m, x = _EagerLayer(size["H"] * size["d"], size["H"]).to(device), _x(size, device, True)
         return _train(lambda: m(x), [x, *m.parameters()])
 
-    return {"attnzoo MultiHeadAttention": ours, "nn.MultiheadAttention(need_weights=False)": torch_mha,
-            "raw SDPA layer": sdpa, "x-transformers Attention": xt, "naive eager": eager}
+    pytorch = {"attnzoo MultiHeadAttention": ours, "nn.MultiheadAttention(need_weights=False)": torch_mha,
+               "raw SDPA layer": sdpa}
+    return pytorch if bf16 else {**pytorch, "x-transformers Attention": xt, "naive eager": eager}
 
 
 def _mha_infer_contenders() -> dict[str, Factory]:
@@ -199,28 +205,6 @@ def _mha_infer_contenders() -> dict[str, Factory]:
 
     return {"attnzoo MultiHeadAttention": ours, "nn.MultiheadAttention(need_weights=False)": torch_mha,
             "raw SDPA layer": sdpa, "x-transformers Attention": xt}
-
-
-def _bf16_short_contenders() -> dict[str, Factory]:
-    """Training steps of one attention layer under bfloat16 autocast, as the g2p Transformer trains."""
-    def amp(device):
-        return device.split(":")[0], torch.bfloat16
-
-    def ours(size, device):
-        m, x = _ours(size, device), _x(size, device, True)
-        return _train(lambda: m(x).output, [x, *m.parameters()], amp(device))
-
-    def torch_mha(size, device):
-        m, x = _torch_mha(size, device), _x(size, device, True)
-        return _train(lambda: m(x, x, x, need_weights=False)[0], [x, *m.parameters()], amp(device))
-
-    def sdpa(size, device):
-        torch.manual_seed(0)
-        m, x = _SDPALayer(size["H"] * size["d"], size["H"]).to(device), _x(size, device, True)
-        return _train(lambda: m(x), [x, *m.parameters()], amp(device))
-
-    return {"attnzoo MultiHeadAttention": ours, "nn.MultiheadAttention(need_weights=False)": torch_mha,
-            "raw SDPA layer": sdpa}
 
 
 def _dropout_contenders() -> dict[str, Factory]:
@@ -401,7 +385,7 @@ def cases() -> list[Case]:
                       ("attnzoo eager (the reference)", "speed", 1.0)]),
         Case("mha-train-bf16-short", "multi-head self-attention, forward+backward under bfloat16 autocast, "
              "g2p-sized sequences", [dict(B=256, H=4, d=32, N=16)], [dict(B=16, H=4, d=32, N=16)],
-             _bf16_short_contenders(), flops=_mha_flops,
+             _mha_train_contenders(bf16=True), flops=_mha_flops,
              targets=[("nn.MultiheadAttention(need_weights=False)", "speed", 1.5)], targets_on=("cpu",)),
         Case("dropout", "dropout (p = 0.1) on a bfloat16 (B, N, dim) activation, forward+backward",
              [dict(B=256, N=16, dim=512)], [dict(B=16, N=16, dim=64)], _dropout_contenders(),

@@ -66,7 +66,7 @@ CHUNKED_AUTO_BYTES = 256 * 2 ** 20
 #: with need_weights=True, backend="auto" takes the tiled path from this many (query, key) pairs on (CPU)
 TILED_AUTO_PAIRS = 2 ** 16
 #: on the CPU, backend="auto" runs bfloat16 calls with at most this many keys eagerly instead of through SDPA:
-#: PyTorch's bfloat16 CPU flash kernel is 2-13x slower than materialised scores there (fp32 and fp16 are not;
+#: PyTorch's bfloat16 CPU flash kernel is 1.6-13x slower than materialised scores there (fp32 and fp16 are not;
 #: measured on a 2-core AVX512-BF16 EPYC, benchmarks/README.md "The Transformer on g2p, faster")
 CPU_BF16_EAGER_KEYS = 128
 #: on CUDA, backend="auto" materialises a (B, H, L, S) float32 tensor while it takes at most this share of the

@@ -4,8 +4,8 @@
     out_i   = x_i * keep_i / (1 - p)      # E[out] = x
 
 On CUDA ``F.dropout`` is one fused kernel and is used as it is. On the CPU,
-``torch.bernoulli_`` draws one 32-bit number per element from the Mersenne
-Twister, serially: in a g2p Transformer step it took 22% of the time
+``torch.bernoulli_`` draws one random number per element from the Mersenne
+Twister, serially: in a g2p Transformer step it took 28% of the time
 (``benchmarks/README.md``). Here each 64-bit draw gives four 15-bit uniforms
 ``u`` in [0, 32768), and an element is kept when ``u >= round(32768 p)``.
 The drop rate is therefore p rounded to a multiple of 1/32768 (0.1 ->
