@@ -30,6 +30,7 @@ A the additive score's hidden size, dim an activation's feature size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -80,7 +81,7 @@ def _train(fn: Callable[[], Tensor], params: list[Tensor], autocast: tuple[str, 
     def step():
         for p in params:
             p.grad = None
-        with torch.autocast(*(autocast or ("cpu", torch.bfloat16)), enabled=autocast is not None):
+        with torch.autocast(*autocast) if autocast else contextlib.nullcontext():
             y = fn()
         y.float().sum().backward()
     return step
