@@ -40,6 +40,10 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
               ) -> tuple[Tensor, float]:
     """A boolean mask of ``shape`` (True = kept) and its exact keep rate, ``1 - round(p * 32768) / 32768``."""
     _check_p(p)
+    return _draw_keep(shape, p, device)
+
+
+def _draw_keep(shape, p: float, device) -> tuple[Tensor, float]:
     threshold = round(p * _LEVELS)
     n = math.prod(shape)
     words = torch.empty((n + _PER_WORD - 1) // _PER_WORD, dtype=torch.int64, device=device).random_()
@@ -55,7 +59,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x
     if x.device.type != "cpu" or p == 1:
         return F.dropout(x, p, training=True)
-    keep, rate = keep_mask(x.shape, p, x.device)
+    keep, rate = _draw_keep(x.shape, p, x.device)  # p checked above
     return x * (keep.to(x.dtype) * (1.0 / rate))  # autograd keeps the scaled mask for the backward
 
 
