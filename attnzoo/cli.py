@@ -231,8 +231,8 @@ _NUMBERS = {"--minutes": ("minutes", 0, False, "8"), "--epochs": ("epochs", 0, F
             "--eval-every-steps": ("eval_every_steps", 1, True, "100"),
             "--seeds": ("seeds", 1, True, "3"), "--examples": ("examples", 1, True, "4"),
             "--stories": ("stories", 1, True, "1000"), "--ema": ("ema", 0, True, "0.999")}
-#: the flags above with an upper bound too: a probability mass, a decay
-_WITHIN = {"top_p": "in (0, 1]", "ema": "in [0, 1)"}
+#: attributes of the flags above with an upper bound too (a probability mass, a decay) -> (bound, inclusive)
+_UPPER = {"top_p": (1, True), "ema": (1, False)}
 
 
 def check_numbers(args) -> None:
@@ -242,10 +242,13 @@ def check_numbers(args) -> None:
         if value is None:
             continue
         ok = math.isfinite(value) and (value >= low if inclusive else value > low)
-        if attr in _WITHIN:
-            ok = ok and (value <= 1 if attr == "top_p" else value < 1)
+        high, high_inclusive = _UPPER.get(attr, (math.inf, False))
+        ok = ok and (value <= high if high_inclusive else value < high)
         if not ok:
-            what = _WITHIN.get(attr) or ("positive" if low > 0 or not inclusive else f">= {low}")
+            if attr in _UPPER:
+                what = f"in {'[' if inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
+            else:
+                what = "positive" if low > 0 or not inclusive else f">= {low}"
             finite = " and finite" if isinstance(value, float) else ""
             raise ValueError(f"{flag} must be {what}{finite}, got {value:g}; e.g. {flag} {example}")
 

@@ -23,8 +23,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..config import ConfigMixin
 from ..core import validate as V
-from ..core.dropout import Dropout
 from ..core.attend import attend
+from ..core.dropout import Dropout
 from ..registry import create as create_attention
 from ..registry import mechanisms
 
