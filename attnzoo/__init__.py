@@ -7,17 +7,21 @@
     state = attn.initial_state(keys, values, key_mask)
     context, weights, state = attn(query, keys, values, key_mask, state)
 
-    run = attnzoo.load("runs/my-run")      # a trained run directory: run.model, run.predict(...)
+    run = attnzoo.train("g2p", minutes=1)  # the lab from Python: any task of attnzoo.tasks.TASKS
+    run = attnzoo.load("runs/my-run")      # a trained run directory: run.model, run.predict(...), run.attention(...)
+    board = attnzoo.compare("g2p", ["additive", "dot"], minutes=2)
 """
 
 from .core import AttentionOutput, attend
-from .core.capture import Capture, capture
+from .mechanisms.capture import Capture, capture
 from .core.kv_cache import KVCache
 from .mechanisms import AttentionState, MultiHeadAttention, SelfAttention, StepAttention
 from .registry import MechanismInfo, create, mechanisms
-from .runs import Run, load
+from .compare import Comparison, compare
+from .lab import Run, load, train
 
 __version__ = "0.1.0"
 __all__ = ["attend", "AttentionOutput", "create", "mechanisms", "MechanismInfo", "AttentionState",
-           "StepAttention", "MultiHeadAttention", "SelfAttention", "KVCache", "capture", "Capture", "load", "Run",
+           "StepAttention", "MultiHeadAttention", "SelfAttention", "KVCache", "capture", "Capture", "load", "Run", "train",
+           "compare", "Comparison",
            "__version__"]

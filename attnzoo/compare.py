@@ -1,58 +1,67 @@
 """``attnzoo compare``: attention mechanisms side by side on one task, under one budget.
 
     attnzoo compare g2p --attention additive,dot,location_aware --minutes 2 --seeds 2
+    board = attnzoo.compare("g2p", ["additive", "dot"], minutes=2, seeds=2)    # the same from Python
+    board.rows, board.to_json(), board.to_html()
 
-Each mechanism is trained with each seed (``--seed``, ``--seed`` + 1, ...:
-``--seeds`` of them) exactly as ``attnzoo train TASK --attention NAME --seed S``
-trains it (the same code, called in this process, with the same budget, data
-and options) into its own run directory ``OUT/NAME-seedS/``, one run after
-another. Then:
+Each mechanism is trained with each seed (``seed``, ``seed`` + 1, ...:
+``seeds`` of them) exactly as ``attnzoo train TASK --attention NAME --seed S``
+trains it (:func:`attnzoo.lab.plan` and :func:`attnzoo.lab.execute`, in this
+process, with the same budget, data and options) into its own run directory
+``OUT/NAME-seedS/``, one run after another. Then:
 
-* the terminal shows the leaderboard, best first (by the task's primary test
-  metric, in its direction): rank, mechanism, that metric as mean ± sample
-  standard deviation over the seeds, parameters, training throughput (items per
-  second of training steps, evaluations excluded) and decoding speed (test
-  items decoded per second, beam search included; for the tasks that decode),
-  both the fastest seed's;
+* the leaderboard, best first (by the task's primary test metric, in its
+  direction): rank, mechanism, that metric as mean ± sample standard deviation
+  over the seeds, parameters, training throughput (items per second of training
+  steps, evaluations excluded) and decoding speed (test items decoded per
+  second, beam search included; for the tasks that decode), both the fastest
+  seed's;
 * ``OUT/compare.json`` holds the rows (every seed's value, mean, std, min, max);
 * ``OUT/compare.html``, self-contained like a run's report, shows the table,
   the learning curves of every run on one plot (train loss and the dev metric
   against minutes; also saved as ``OUT/curves.png``) and the attention maps of
   the same test examples through each mechanism's trained model (its first
-  seed), one column per mechanism.
+  seed, drawn by the task's ``examples``), one column per mechanism.
 
-Rerunning the same command continues an interrupted compare: a run whose
+Calling it again continues an interrupted compare: a run whose
 ``metrics.json`` exists is skipped (the log says so), one stopped midway
 (Ctrl-C, SIGTERM, ``kill -9``) resumes from its training state as ``attnzoo
-train --resume`` would. A finished run trained with other flags than the
-command's is refused, never mixed into the table.
+train --resume`` would. A finished run trained with other options than asked
+is refused, never mixed into the table.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import random
 import statistics
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
-import torch
-
-from . import cli
+from . import lab
+from .core import validate as V
+from .tasks import TASKS, Task
 from .training.checkpoint import TRAIN_STATE, write_json
+from .training.options import ADDED_OPTIONS, RESUME_MAY_CHANGE
 
 log = logging.getLogger(__name__)
 
-#: flags of `attnzoo compare` handed to every run as the `attnzoo train` flags of the same name
-TRAIN_FLAGS = ("model", "minutes", "epochs", "device", "split", "beam", "batch_size", "lr", "set", "data", "units",
-               "quiet", "debug")
-#: tasks whose RNN or Transformer encoder-decoder decodes its test items (and has decode speeds and alignments)
-SEQ2SEQ_TASKS = ("g2p", "translate", "seq2seq")
 #: exit status of a compare stopped by a signal (128 + the signal's number), as a shell reports it
 STOPPED = {"SIGINT": 128 + 2, "SIGTERM": 128 + 15}
+
+
+class Stopped(Exception):
+    """A signal stopped a run of the compare (its state is saved; calling compare again continues)."""
+
+    def __init__(self, signal: str, where: Path):
+        super().__init__(f"compare stopped by {signal} during {where}; rerun the same command to continue "
+                         "(finished runs are skipped, this one resumes)")
+        self.signal, self.where = signal, where
+
+    @property
+    def status(self) -> int:
+        return STOPPED.get(self.signal, STOPPED["SIGINT"])
 
 
 @dataclass
@@ -60,8 +69,8 @@ class ComparePlan:
     """What one compare trains, and where."""
 
     task: str
-    mechanisms: list[str]  # --attention, in the order given
-    seeds: list[int]  # --seed, --seed + 1, ... (--seeds of them): every mechanism sees the same data and seeds
+    mechanisms: list[str]  # the attention names, in the order given
+    seeds: list[int]  # seed, seed + 1, ... (seeds of them): every mechanism sees the same data and seeds
     out: Path  # the compare directory: a run directory per mechanism and seed, then compare.{json,html}
     examples: int = 4  # test examples whose attention maps compare.html shows, one row each
 
@@ -99,41 +108,85 @@ class Row:
                 "max": max(self.values)}
 
 
-# ----------------------------------------------------------------------------- the command
-def main(args) -> int:
-    """`attnzoo compare`: train what is missing, then print the leaderboard and write the pages."""
-    plan = make_plan(args)
+@dataclass
+class Comparison:
+    """A finished compare: its rows best first, its title and where its pages are."""
+
+    plan: ComparePlan
+    rows: list[Row]
+    title: str
+
+    def to_json(self) -> dict:
+        """compare.json's content."""
+        return json.loads((self.plan.out / "compare.json").read_text(encoding="utf-8"))
+
+    def to_html(self) -> str:
+        """compare.html's content (self-contained)."""
+        return (self.plan.out / "compare.html").read_text(encoding="utf-8")
+
+    def table(self) -> str:
+        """The leaderboard as aligned text, under its title."""
+        return self.title + "\n" + format_board(self.rows)
+
+
+# ----------------------------------------------------------------------------- the comparison
+def compare(task: str, attention: str | list[str], *, seeds: int = 1, seed: int = 0,
+            out: str | Path | None = None, examples: int = 4, model: str | None = None,
+            options: dict | None = None, progress: bool | None = None, beam: int | None = None,
+            spell: Callable[[str], str] | None = None, **config: Any) -> Comparison:
+    """Train every mechanism in ``attention`` (a list, or "a,b,c") with each seed under one budget, then rank
+    them and write compare.json, compare.html and curves.png into ``out``.
+
+    ``model``, ``options`` (the model's, what --set sets) and ``**config`` (the task's options: ``minutes``,
+    ``epochs``, ``batch_size``, ...) are every run's; ``spell(field)`` names an option in messages."""
+    spec = TASKS.get_task(task)
+    mechanisms = parse_mechanisms(attention) if isinstance(attention, str) else list(attention)
+    V.check_positive("seeds", seeds)
+    base = dict(config, seed=seed)
+    for name in mechanisms:  # every mechanism checked before the first run trains
+        lab.plan(task, model=model, attention=name, options=options, out=None, spell=spell, **base)
+    tag = f"-{model}" if model else ""
+    out = Path(out or f"runs/compare-{task}{tag}-{'-'.join(mechanisms)}")  # a rerun finds it again
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is an existing file; name a new or existing directory")
+    plan = ComparePlan(task, mechanisms, list(range(seed, seed + seeds)), out, examples)
     todo = [(a, s) for a in plan.mechanisms for s in plan.seeds]
     log.info("%d mechanisms x %d seeds = %d runs of %s, one after another, in %s", len(plan.mechanisms),
              len(plan.seeds), len(todo), plan.task, plan.out)
-    try:
-        for i, (attention, seed) in enumerate(todo, 1):
-            code = train_one(args, plan, attention, seed, f"{i} of {len(todo)}")
-            if code:
-                return code
-    except KeyboardInterrupt:  # between runs (loading data, writing a report): nothing half-trained to save
-        print(f"compare stopped by SIGINT; rerun the same command to continue ({plan.out})", file=sys.stderr)
-        return STOPPED["SIGINT"]
+    for i, (name, s) in enumerate(todo, 1):
+        _train_one(spec, plan, name, s, f"{i} of {len(todo)}", model, options, progress, spell,
+                   {**config, "seed": s})
     rows = leaderboard(collect(plan))
-    config = _read_json(plan.run_dir(plan.mechanisms[0], plan.seeds[0]) / "config.json")
-    title = board_title(plan, rows, config)
-    print("\n" + title)
-    print(format_board(rows))
-    write_pages(plan, rows, config, title, beam=args.beam, device=args.device)
-    print(f"compare: {plan.out / 'compare.html'} (table, learning curves, attention maps), "
-          f"{plan.out / 'compare.json'}")
-    return 0
+    first = _read_json(plan.run_dir(plan.mechanisms[0], plan.seeds[0]) / "config.json")
+    title = board_title(plan, rows, first)
+    write_pages(plan, rows, first, title, beam=beam, device=config.get("device", "auto"))
+    return Comparison(plan, rows, title)
 
 
-def make_plan(args) -> ComparePlan:
-    """The command line checked before anything trains: the mechanism list, each mechanism's fit, --out."""
-    mechanisms = parse_mechanisms(args.attention)
-    check_slots(args.task, args.model, mechanisms, cli._overrides(args.set))
-    model = f"-{args.model}" if args.model else ""
-    out = Path(args.out or f"runs/compare-{args.task}{model}-{'-'.join(mechanisms)}")  # a rerun finds it again
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is an existing file; name a new or existing directory")
-    return ComparePlan(args.task, mechanisms, list(range(args.seed, args.seed + args.seeds)), out, args.examples)
+def _train_one(spec: Task, plan: ComparePlan, attention: str, seed: int, which: str, model, options, progress,
+               spell, config: dict) -> None:
+    """Train (or resume, or skip) one run; Stopped when a signal stopped it (the compare stops too)."""
+    run_dir = plan.run_dir(attention, seed)
+    metrics = _read_metrics(run_dir)
+    if metrics is not None and not metrics.get("interrupted"):
+        check_same_run(spec, run_dir, attention, model, options, config, spell)
+        log.info("skipping run %s, %s seed %d: already trained (%s exists)", which, attention, seed,
+                 run_dir / "metrics.json")
+        return
+    resume = (run_dir / TRAIN_STATE).is_file()
+    log.info("run %s: %s seed %d -> %s%s", which, attention, seed, run_dir,
+             " (resuming from its training state)" if resume else "")
+    if resume:
+        given = {k: v for k, v in config.items() if v is not None}
+        p = lab.plan(spec.name, model=model, attention=attention, options=options, resume=run_dir, spell=spell,
+                     **given)
+    else:
+        p = lab.plan(spec.name, model=model, attention=attention, options=options, out=run_dir, spell=spell,
+                     **config)
+    lab.execute(p, progress)
+    metrics = _read_metrics(run_dir)
+    if metrics is None or metrics.get("interrupted"):
+        raise Stopped((metrics or {}).get("stopped_by", "SIGINT"), run_dir)
 
 
 def parse_mechanisms(text: str | None) -> list[str]:
@@ -151,90 +204,30 @@ def parse_mechanisms(text: str | None) -> list[str]:
     return names
 
 
-def check_slots(task: str, model: str | None, mechanisms: list[str], overrides: dict) -> None:
-    """Every mechanism fits the task's attention slot, all checked before the first run trains."""
-    for attention in mechanisms:
-        if task in SEQ2SEQ_TASKS:
-            from .models.factory import check_model
-
-            check_model(model or "rnn", attention, overrides)
-        elif task == "lm":
-            from .tasks import lm
-
-            lm.check_model(attention, overrides)
-        elif task == "classify":
-            from .tasks import classify
-
-            classify.check_model(attention, overrides, model)  # no --model: the one the attention implies
-        # any other task checks its slot when its first run starts, as `attnzoo train` does
-
-
-def train_one(args, plan: ComparePlan, attention: str, seed: int, which: str) -> int:
-    """Train (or resume, or skip) one run; nonzero when a signal stopped it (the compare stops too)."""
-    run_dir = plan.run_dir(attention, seed)
-    metrics = _read_metrics(run_dir)
-    if metrics is not None and not metrics.get("interrupted"):
-        check_same_run(args, run_dir, attention, seed)
-        log.info("skipping run %s, %s seed %d: already trained (%s exists)", which, attention, seed,
-                 run_dir / "metrics.json")
-        return 0
-    resume = (run_dir / TRAIN_STATE).is_file()
-    log.info("run %s: %s seed %d -> %s%s", which, attention, seed, run_dir,
-             " (resuming from its training state)" if resume else "")
-    code = cli.cmd_train(train_args(args, attention, seed, run_dir, resume))
-    metrics = _read_metrics(run_dir)
-    if metrics is None or metrics.get("interrupted"):
-        why = (metrics or {}).get("stopped_by", "SIGINT")
-        print(f"compare stopped by {why} during {run_dir}; rerun the same command to continue (finished runs are "
-              "skipped, this one resumes)", file=sys.stderr)
-        return code or STOPPED.get(why, STOPPED["SIGINT"])
-    return code
-
-
-def train_args(args, attention: str, seed: int, run_dir: Path, resume: bool) -> argparse.Namespace:
-    """The namespace `attnzoo train TASK --attention NAME --seed S --out DIR [--resume DIR]` would parse to."""
-    ns = cli.build_parser().parse_args(["train", args.task])  # every flag of `attnzoo train` at its default
-    for name in TRAIN_FLAGS:
-        setattr(ns, name, getattr(args, name))
-    ns.attention, ns.seed, ns.out = attention, seed, str(run_dir)
-    ns.resume = str(run_dir) if resume else None
-    return ns
-
-
-def check_same_run(args, run_dir: Path, attention: str, seed: int) -> None:
-    """A finished run counts only if the command would train it again as it is: same task, model, budget, ..."""
-    config = _read_json(run_dir / "config.json")
-    saved = config.get("task_config", {})
-    data = str(Path(args.data).resolve()) if args.data else None
-    checks = [  # flag, what the command asks (None: not given, any value fits), what the run was trained with
-        ("task", args.task, config.get("task")), ("--attention", attention, config.get("attention")),
-        ("--seed", seed, saved.get("seed")), ("--model", args.model, config.get("model")),
-        ("--batch-size", args.batch_size, saved.get("batch_size")), ("--lr", args.lr, saved.get("lr")),
-        ("--beam", args.beam, saved.get("beam_size", args.beam)),
-        ("--split", args.split, saved.get("split", args.split)),
-        ("--data", data, saved.get("data")),
-        ("--units", (args.units or "char") if args.task == "seq2seq" else None, saved.get("units")),
-        ("--set", cli._overrides(args.set), config.get("model_overrides", {}))]
-    asked = ("--epochs", args.epochs) if args.epochs is not None else ("--minutes", args.minutes)
+def check_same_run(spec: Task, run_dir: Path, attention: str, model: str | None, options: dict | None,
+                   config: dict, spell: Callable[[str], str] | None) -> None:
+    """A finished run counts only if the compare would train it again as it is: same task, model, budget, ..."""
+    saved_config = _read_json(run_dir / "config.json")
+    saved = {**ADDED_OPTIONS, **saved_config.get("task_config", {})}
+    name = spell or (lambda field: f"{field}=")
+    asked = ("epochs", config["epochs"]) if config.get("epochs") is not None else ("minutes", config.get("minutes"))
     if asked[1] is None:  # no budget given: the task's default minutes
-        asked = ("--minutes", getattr(_task_config_class(args.task), "default_minutes", None))
-    trained = ("--epochs", saved.get("epochs")) if saved.get("epochs") is not None else \
-        ("--minutes", saved.get("minutes"))
-    for flag, given, was in [("budget", asked if asked[1] is not None else None, trained)] + checks:
-        if given is not None and given != was:
-            said = (f"{was[0]} {_show(was[1])}", f"{given[0]} {_show(given[1])}") if flag == "budget" else \
-                (f"{flag} {_show(was)}", f"{flag} {_show(given)}")
-            raise ValueError(f"{run_dir} was trained with {said[0]} but this compare asks for {said[1]}; rerun it "
-                             "with the flags it started with, or pass --out NEWDIR for a new comparison")
-
-
-def _task_config_class(task: str):
-    """The task's options class (its default budget), or None for a task this module does not know."""
-    from importlib import import_module
-
-    name = {"g2p": "G2PConfig", "translate": "TranslateConfig", "seq2seq": "PairsConfig", "lm": "LMTaskConfig",
-            "classify": "ClassifyConfig"}.get(task)
-    return None if name is None else getattr(import_module(f".tasks.{task}", __package__), name)
+        asked = ("minutes", spec.Config.default_minutes)
+    trained = ("epochs", saved.get("epochs")) if saved.get("epochs") is not None else ("minutes", saved.get("minutes"))
+    checks = [("budget", asked, trained), ("task", spec.name, saved_config.get("task")),
+              ("attention", attention, saved_config.get("attention")), ("model", model, saved_config.get("model")),
+              ("options", options or {}, saved_config.get("model_overrides", {}))]
+    skip = set(RESUME_MAY_CHANGE) | {"minutes", "epochs"}
+    checks += [(k, v, saved.get(k)) for k, v in config.items() if k not in skip and v is not None and k in saved]
+    for key, given, was in checks:
+        if given is None or given == was:
+            continue
+        if key == "budget":
+            said = (f"{name(was[0])} {_show(was[1])}", f"{name(given[0])} {_show(given[1])}")
+        else:
+            said = (f"{name(key)} {_show(was)}", f"{name(key)} {_show(given)}")
+        raise ValueError(f"{run_dir} was trained with {said[0]} but this compare asks for {said[1]}; rerun it "
+                         "with the flags it started with, or pass --out NEWDIR for a new comparison")
 
 
 def _show(value) -> str:
@@ -335,7 +328,7 @@ def _fastest(values: list) -> float | None:
 
 
 # ----------------------------------------------------------------------------- compare.json, compare.html
-def write_pages(plan: ComparePlan, rows: list[Row], config: dict, title: str, beam: int, device: str) -> None:
+def write_pages(plan: ComparePlan, rows: list[Row], config: dict, title: str, beam: int | None, device: str) -> None:
     """compare.json, curves.png and compare.html in the compare directory."""
     from .viz.comparison import write_comparison
     from .viz.curves import overlay_curves_png_bytes
@@ -397,130 +390,17 @@ def _read_records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+
+
 # ----------------------------------------------------------------------------- the same examples, each mechanism
-def attention_examples(task: str, runs: dict[str, Path], count: int, beam: int,
+def attention_examples(task: str, runs: dict[str, Path], count: int, beam: int | None,
                        device: str) -> tuple[list[dict], str]:
-    """The same test examples through each run's model: ``[{"caption", "cells": {attention: {"png",
-    "caption"}}}]`` for :func:`~attnzoo.viz.comparison.write_comparison`, and a line saying what the maps show."""
-    pick = EXAMPLES.get(task)
-    if pick is None or not runs:
+    """The same test examples through each run's model (``{name: run directory}``), drawn by the task's
+    ``examples``: ``[{"caption", "cells": {name: {"png", "caption"}}}]`` for
+    :func:`~attnzoo.viz.comparison.write_comparison`, and a line saying what the maps show."""
+    if not runs:
         return [], ""
-    first = next(iter(runs.values()))
-    return pick(runs, _read_json(first / "config.json"), count, beam, device)
-
-
-@dataclass
-class _Examples:
-    """The test examples of a decoding task: what each model decodes, and what the page says of it."""
-
-    inputs: list[str]
-    captions: list[str]
-    right: dict = field(default_factory=dict)  # input -> the outputs scored as right (for ✓/✗)
-
-
-def _alignment_cells(runs: dict[str, Path], ex: _Examples, beam: int, device: str, align) -> list[dict]:
-    """Decode ``ex.inputs`` with each run; ``align(output, input) -> (weights (T, S), source labels, target
-    labels, text)`` turns an output into its heatmap."""
-    from .runs import load
-    from .viz.heatmap import alignment_png_bytes
-
-    examples = [{"caption": c, "cells": {}} for c in ex.captions]
-    for attention, run_dir in runs.items():
-        run = load(run_dir, device)
-        for item, source, output in zip(examples, ex.inputs, run.predict(ex.inputs, beam_size=beam)):
-            weights, src, tgt, text = align(output, source)
-            mark = "" if source not in ex.right else " ✓" if text in ex.right[source] else " ✗"
-            item["cells"][attention] = {"png": alignment_png_bytes(weights, src, tgt), "caption": text + mark}
-    return examples
-
-
-def _g2p_examples(runs, config, count, beam, device):
-    from .data.g2p import make_split
-
-    saved = config["task_config"]
-    test = make_split(saved.get("split", "standard"), seed=saved["seed"]).test
-    words = sorted(random.Random(saved["seed"]).sample(sorted(test), min(count, len(test))))
-    ex = _Examples(words, [f"{w}  (reference {' '.join(test[w][0])})" for w in words],
-                   {w: {" ".join(p) for p in test[w]} for w in words})
-    cells = _alignment_cells(runs, ex, beam, device, lambda r, w: (r.weights, list(w), r.labels, " ".join(r.phonemes)))
-    return cells, ("The same test words through each mechanism's model (first seed): rows are the phonemes "
-                   "emitted, columns the letters; colour: attention weight from 0 to 1.")
-
-
-def _translate_examples(runs, config, count, beam, device):
-    from .data.bible import load_verses, split_by_chapter
-
-    saved = config["task_config"]
-    test = split_by_chapter(load_verses(), seed=saved["seed"], dev_chapters=saved["dev_chapters"],
-                            test_chapters=saved["test_chapters"]).test
-    short = [v for v in test if len(v.es.split()) <= 30] or test
-    verses = [short[i] for i in sorted(random.Random(saved["seed"]).sample(range(len(short)), min(count, len(short))))]
-    ex = _Examples([v.es for v in verses], [f"{v.book} {v.chapter}:{v.verse}  {v.es}  (reference: {v.en})"
-                                            for v in verses])
-    cells = _alignment_cells(runs, ex, beam, device, lambda r, s: (*r.word_alignment(), r.text))
-    return cells, ("The same test verses through each mechanism's model (first seed): rows are output words, "
-                   "columns source words (a word's weight sums its subword pieces').")
-
-
-def _seq2seq_examples(runs, config, count, beam, device):
-    from .data.userdata import read_pairs, references
-
-    first = next(iter(runs.values()))
-    refs = references(read_pairs(first / "test.tsv", flag="test.tsv"))
-    short = [s for s in refs if len(s.split()) <= 30] or list(refs)
-    sources = sorted(random.Random(config["task_config"]["seed"]).sample(short, min(count, len(short))))
-    ex = _Examples(sources, [f"{s}  (reference: {refs[s][0]})" for s in sources],
-                   {s: set(refs[s]) for s in sources})
-    cells = _alignment_cells(runs, ex, beam, device, lambda r, s: (*r.word_alignment(), r.text))
-    return cells, ("The same test sources (the runs' test.tsv) through each mechanism's model (first seed): rows "
-                   "are output tokens, columns source tokens; colour: attention weight from 0 to 1.")
-
-
-def _lm_examples(runs, config, count, beam, device):
-    from .runs import load
-    from .tasks import lm
-    from .viz.heatmap import alignment_png_bytes
-
-    first = next(iter(runs.values()))
-    text = lm.held_out_text(first, config)["test"]
-    cells, sample = {}, text[:32]
-    for attention, run_dir in runs.items():
-        run = load(run_dir, device)
-        sample = text[:min(32, run.model.config.context)]  # one window: the model sees at most `context`
-        ids = torch.tensor([run.predictor.vocab.encode(sample)], dtype=torch.long, device=run.predictor.device)
-        with torch.no_grad():
-            _, weights = run.model(ids, need_weights=True)
-        labels = [{" ": "␣", "\n": "⏎"}.get(c, c) for c in sample]
-        grid = weights[-1][0].float().mean(0).cpu()  # (T, T): the last layer's heads averaged
-        cells[attention] = {"png": alignment_png_bytes(grid, labels, labels), "caption": "last layer, heads averaged"}
-    return [{"caption": f"the first test characters: {sample!r}", "cells": cells}], (
-        "Causal self-attention of each mechanism's model (first seed) on the same test characters: rows are the "
-        "positions predicting, columns those they attend to.")
-
-
-def _classify_examples(runs, config, count, beam, device):
-    from .data.fashion_mnist import CLASSES, load_split
-    from .runs import load
-    from .viz.heatmap import class_attention_png_bytes
-
-    data = load_split(seed=config["task_config"]["seed"])
-    images, labels = data.test_images[:count], data.test_labels[:count]
-    examples = [{"caption": f"test image {i}: {CLASSES[int(labels[i])]}", "cells": {}} for i in range(len(images))]
-    for attention, run_dir in runs.items():
-        run = load(run_dir, device)
-        with torch.no_grad():
-            logits, weights = run.model(images.to(run.predictor.device), need_weights=True)
-        side = run.model.config.image_size // run.model.config.patch_size
-        maps = weights[-1][:, :, 0, 1:].float().mean(1).view(-1, side, side).cpu()  # (N, side, side)
-        for i, item in enumerate(examples):
-            pred = CLASSES[int(logits[i].argmax())]
-            mark = "✓" if pred == CLASSES[int(labels[i])] else "✗"
-            item["cells"][attention] = {"png": class_attention_png_bytes(images[i, 0], maps[i][None, None]),
-                                        "caption": f"predicted {pred} {mark}"}
-    return examples, ("The class token's attention over the patches in each mechanism's model (first seed), last "
-                      "layer, heads averaged.")
-
-
-#: task -> how its examples are picked and drawn (a task without an entry gets no maps)
-EXAMPLES = {"g2p": _g2p_examples, "translate": _translate_examples, "seq2seq": _seq2seq_examples,
-            "lm": _lm_examples, "classify": _classify_examples}
+    loaded = {name: lab.load(path, device) for name, path in runs.items()}
+    config = next(iter(loaded.values())).config
+    beam = beam or config.get("task_config", {}).get("beam_size", 5)
+    return TASKS.get_task(task).examples(loaded, config, count, beam)

@@ -449,7 +449,7 @@ CASES = [
     Case("`--out` naming an existing file", cli("train", "g2p", "--out", "{run}/config.json", "--epochs", "1"), EXIT2,
          "is an existing file; name a new or existing directory"),
     Case("a run directory that does not exist", cli("eval", "{tmp}/nowhere"), EXIT2,
-         "does not exist; train one with `attnzoo train g2p --out DIR`"),
+         "does not exist; train one with `attnzoo train TASK --out DIR`"),
     Case("a file given as the run directory", cli("eval", "{run}/config.json"), EXIT2,
          "is a file, not a run directory"),
     Case("a run directory without config.json", broken(lambda run, tmp, mp: (run / "config.json").unlink(),

@@ -3,6 +3,7 @@
 import json
 
 from attnzoo import bench
+from attnzoo.bench import catalog, harness
 from attnzoo.cli import main
 
 
@@ -29,7 +30,7 @@ def test_memory_probe_sees_a_known_allocation():
             del x
         return step
 
-    got = bench._peak_memory_here(factory, {"n": 16 * 2 ** 20}, "cpu")
+    got = harness.peak_memory_here(factory, {"n": 16 * 2 ** 20}, "cpu")
     assert 60 * 2 ** 20 < got < 80 * 2 ** 20
 
 
@@ -49,9 +50,9 @@ def test_targets_are_checked_only_on_their_devices(monkeypatch):
         return bench.Case("toy", "a no-op", [{"n": 1}], [{"n": 1}], {"ours": factory, "peer": factory},
                           targets=[("peer", "speed", 1e-9)], targets_on=targets_on)
 
-    monkeypatch.setattr(bench, "cases", lambda: [case(("cpu",))])
+    monkeypatch.setattr(catalog, "cases", lambda: [case(("cpu",))])
     (row,) = bench.run(["toy"], reps=1, memory=False, log=lambda *_: None)["cases"]
     assert [(t["peer"], t["met"]) for t in row["targets"]] == [("peer", True)]
-    monkeypatch.setattr(bench, "cases", lambda: [case(("cuda",))])
+    monkeypatch.setattr(catalog, "cases", lambda: [case(("cuda",))])
     (row,) = bench.run(["toy"], reps=1, memory=False, log=lambda *_: None)["cases"]
     assert row["targets"] == []

@@ -13,8 +13,9 @@ import sys
 import pytest
 import torch
 
-from attnzoo import cli
+from attnzoo import cli, lab
 from attnzoo.cli import main
+from attnzoo.cli.parser import given, parse_set
 from attnzoo.training.checkpoint import TRAIN_STATE, RunDirError, load_train_state, save_checkpoint, write_json
 from attnzoo.training.run import RunDirectory
 from attnzoo.training.trainer import FAULT_ENV
@@ -104,13 +105,13 @@ def test_resume_refuses_what_contradicts_the_run(tmp_path, capsys, args, words):
 
 def test_resume_takes_the_runs_options_and_may_change_the_device(tmp_path):
     config = fake_run(tmp_path, checkpoint_every_minutes=5.0)
-    args = cli.build_parser().parse_args(["train", "lm", "--resume", str(tmp_path), "--epochs", "0.005", "--set",
-                                          "dim=16", "--device", "cpu", "--checkpoint-every", "2"])
-    cli._resume_args(args)
-    assert (args.model, args.attention, args.set, args.out) == ("transformer", "mha", ["dim=16"], str(tmp_path))
-    from attnzoo.tasks.lm import LMTaskConfig
-
-    cfg = cli._task_config(args, LMTaskConfig, **cli._common(args, 64))
+    parser, _ = cli.build_parser()
+    args = parser.parse_args(["train", "lm", "--resume", str(tmp_path), "--epochs", "0.005", "--set", "dim=16",
+                              "--device", "cpu", "--checkpoint-every", "2"])
+    p = lab.plan("lm", model=args.model, attention=args.attention, options=parse_set(args.set), resume=args.resume,
+                 **given(args, args.config_flags))
+    assert (p.model, p.attention, p.overrides, p.out) == ("transformer", "mha", {"dim": 16}, tmp_path)
+    cfg = p.config
     assert (cfg.device, cfg.checkpoint_every_minutes, cfg.epochs, cfg.lr) == ("cpu", 2.0, 0.005, 0.002)
     assert config["task_config"]["batch_size"] == cfg.batch_size
 

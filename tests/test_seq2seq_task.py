@@ -51,7 +51,7 @@ def test_seq2seq_bad_data_gets_one_line_and_exit_2(tmp_path, capsys, lines, args
 
 @pytest.mark.parametrize("args, words", [
     (["train", "seq2seq"], "train seq2seq needs --data FILE"),
-    (["train", "g2p", "--data", "x.tsv"], "--data is for `train seq2seq`"),
+    (["train", "g2p", "--data", "x.tsv"], "--data is for `train lm` and `train seq2seq`"),
     (["train", "lm", "--units", "word"], "--units is for `train seq2seq`"),
 ])
 def test_data_options_only_where_they_fit(capsys, args, words):

@@ -55,36 +55,18 @@ from .chunked import chunked_attention
 from .dropout import dropout
 from .tiled import tiled_attention
 from .masks import causal_mask, index_grid
+from .budget import CHUNKED_AUTO_BYTES, CUDA_MATERIALISE_SHARE, materialise_budget  # noqa: F401
 from .normalize import NORMALIZERS
 from .scores import Score, resolve_score
 
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 BACKENDS = ("auto", "eager", "sdpa", "chunked", "tiled")
-#: backend="auto" switches from eager to chunked when the (B, H, L, S) float32 scores would exceed this
-#: (the additive score's (B, H, L, S, A) sum never reaches memory: it is computed in tiles, see core/additive.py)
-CHUNKED_AUTO_BYTES = 256 * 2 ** 20
 #: with need_weights=True, backend="auto" takes the tiled path from this many (query, key) pairs on (CPU)
 TILED_AUTO_PAIRS = 2 ** 16
 #: on the CPU, backend="auto" runs bfloat16 calls with at most this many keys eagerly instead of through SDPA:
 #: PyTorch's bfloat16 CPU flash kernel is 1.6-13x slower than materialised scores there (fp32 and fp16 are not;
 #: measured on a 2-core AVX512-BF16 EPYC, benchmarks/README.md "The Transformer on g2p, faster")
 CPU_BF16_EAGER_KEYS = 128
-#: on CUDA, backend="auto" materialises a (B, H, L, S) float32 tensor while it takes at most this share of the
-#: GPU's memory (eager's backward holds about three of them)
-CUDA_MATERIALISE_SHARE = 1 / 16
-
-
-@functools.lru_cache(maxsize=None)
-def _cuda_memory(index: int) -> int:
-    return torch.cuda.get_device_properties(index).total_memory
-
-
-def materialise_budget(device: torch.device | None) -> int:
-    """Bytes that backend="auto" lets one materialised (B, H, L, S) tensor take on ``device``."""
-    if device is not None and device.type == "cuda":
-        return int(CUDA_MATERIALISE_SHARE * _cuda_memory(device.index if device.index is not None
-                                                         else torch.cuda.current_device()))
-    return CHUNKED_AUTO_BYTES
 
 
 @dataclass
@@ -171,6 +153,30 @@ def choose_backend(backend: str, score: Score, normalize: str, need_weights: boo
     return backend
 
 
+def _neginf_bias_as_mask(mask: Tensor | None, bias: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """An additive "-inf" in ``bias`` is a blocked key: moved into the mask (True = may attend), 0 in the bias."""
+    if bias is None or not torch.isneginf(bias).any():
+        return mask, bias
+    blocked_free = ~torch.isneginf(bias)
+    mask = blocked_free if mask is None else mask & blocked_free
+    return mask, bias.masked_fill(~blocked_free, 0.0)
+
+
+def _run_backend(chosen: str, score: Score, qp: Tensor, kp: Tensor, v: Tensor, mask, bias, score_mod, is_causal,
+                 normalize: str, dropout_p: float, need_weights: bool, query_offset: int,
+                 block_size: int | None) -> AttentionOutput:
+    """The chosen backend on projected queries and keys (B, H, L, D), (B, H, S, D) and values (B, H, S, E)."""
+    if chosen == "sdpa":
+        return _sdpa(score, qp, kp, v, mask, bias, score_mod, dropout_p, query_offset)
+    if chosen == "chunked":
+        return AttentionOutput(chunked_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset,
+                                                 block_size))
+    if chosen == "tiled":
+        return AttentionOutput(*tiled_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset,
+                                                block_size))
+    return _eager(score, qp, kp, v, mask, bias, score_mod, normalize, dropout_p, need_weights, query_offset)
+
+
 def attend(
     q: Tensor,
     k: Tensor,
@@ -228,10 +234,7 @@ def attend(
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
         mask = _add_head_dim(mask)
         bias = _add_head_dim(bias)
-    if bias is not None and torch.isneginf(bias).any():  # an additive "-inf" mask: treat as a mask
-        blocked_free = ~torch.isneginf(bias)
-        mask = blocked_free if mask is None else mask & blocked_free
-        bias = bias.masked_fill(~blocked_free, 0.0)
+    mask, bias = _neginf_bias_as_mask(mask, bias)
     if query_offset is None:
         query_offset = k.shape[-2] - q.shape[-2]
     grid = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
@@ -244,16 +247,8 @@ def attend(
     kp = k if keys_projected else score.project_keys(k)
     _check_feature_sizes(score, qp, kp)
     kp, v = _expand_kv_heads(qp, kp, v)
-    if chosen == "sdpa":
-        out = _sdpa(score, qp, kp, v, mask, bias, score_mod, dropout_p, query_offset)
-    elif chosen == "chunked":
-        out = AttentionOutput(chunked_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset,
-                                                block_size))
-    elif chosen == "tiled":
-        out = AttentionOutput(*tiled_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset,
-                                               block_size))
-    else:
-        out = _eager(score, qp, kp, v, mask, bias, score_mod, normalize, dropout_p, need_weights, query_offset)
+    out = _run_backend(chosen, score, qp, kp, v, mask, bias, score_mod, is_causal, normalize, dropout_p,
+                       need_weights, query_offset, block_size)
     if three_d:
         out = AttentionOutput(out.output.squeeze(1), None if out.weights is None else out.weights.squeeze(1))
     if recorder is not None:

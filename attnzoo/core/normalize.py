@@ -61,6 +61,8 @@ class _Sparsemax(torch.autograd.Function):
         support_size = in_support.sum(dim=-1, keepdim=True)       # >= 1 for any finite row
         tau = (cumsum.gather(-1, support_size - 1) - 1) / support_size.to(z.dtype)
         w = torch.clamp(z - tau, min=0)
+        # a support of one key: weight exactly 1 on it (z - (z - 1) rounds away from 1 for large |z|)
+        w = torch.where(support_size == 1, (z >= z_sorted[..., :1]).to(z.dtype), w)
         ctx.save_for_backward(w)
         return w
 

@@ -114,7 +114,7 @@ class AdditiveScore(Score):
     broadcasts a (.., L, 1, A) + (.., 1, S, A) sum, the (B, H, L, S, A) tensor
     that makes additive attention expensive (in a step-wise decoder L = 1 and it
     is small). Past ``BLOCKWISE_ELEMENTS`` elements on CPU (on CUDA: past the
-    device's :func:`~attnzoo.core.attend.materialise_budget`, since there the
+    device's :func:`~attnzoo.core.budget.materialise_budget`, since there the
     one broadcast kernel is 20x faster than tiles) that tensor is never made:
     :func:`attnzoo.core.additive.additive_scores` computes the scores tile by
     tile and recomputes the tiles in backward. ``blockwise`` forces one way
@@ -146,7 +146,7 @@ class AdditiveScore(Score):
         lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
         size = math.prod(lead) * q.shape[-2] * k.shape[-2] * q.shape[-1]  # of the (B, H, L, S, A) sum
         if self.blockwise is None and q.device.type == "cuda":
-            from .attend import materialise_budget
+            from .budget import materialise_budget
 
             blockwise = 4 * size > materialise_budget(q.device)
         else:

@@ -158,88 +158,100 @@ def play_text(markdown: str) -> str:
     """
     if not isinstance(markdown, str):
         raise TypeError(f"markdown: expected str, got {type(markdown).__name__}")
-    blocks: list[tuple[str | None, list[str]]] = []  # (speaker or None, lines)
-    current: tuple[str | None, list[str]] | None = None
-    closer: str | None = None  # set while inside a multi-line stage direction
-    skip_paragraph = False  # inside a paragraph that is dropped whole
-    after_scene = False  # the previous non-blank line was a SCENE heading
-    pending = ""  # a line broken at an editorial bracket, to join with the next
-
-    def add_text(line: str) -> None:
-        nonlocal current, pending
-        line = _clean(line)
-        if pending:
-            line = f"{pending} {line}".strip() if line else pending
-            pending = ""
-        if not line:
-            return
-        if current is None:
-            current = (None, [])
-            blocks.append(current)
-        current[1].append(line)
-
+    reader = _PlayReader()
     for raw in markdown.splitlines():
-        line = raw.strip()
-        if line.endswith("\\") and not line.endswith("\\\\"):
-            line = line[:-1].rstrip()  # backslash hard line break
-        if not line:  # a blank line ends any paragraph-level construct
-            if pending:
-                add_text("")
-            closer, skip_paragraph = None, False
-            continue
-        if closer is not None:  # inside a multi-line stage direction
-            if line.endswith(closer):
-                closer = None
-            continue
-        if skip_paragraph:
-            continue
-        if _HEADING.match(line):
-            if pending:
-                add_text("")
-            current = None
-            after_scene = bool(_SCENE_HEADING.match(line))
-            continue
-        scene_continues, after_scene = after_scene, False
-        m = _SPEAKER.fullmatch(line)
-        if m:
-            if pending:
-                add_text("")
-            name = _clean(m.group("name")).rstrip(":").strip()
-            current = (name, [])
-            blocks.append(current)
-            continue
-        m = _DIRECTION_CLOSED.match(line)
-        if m:
-            rest = line[m.end():].strip()
-            if rest:
-                add_text(rest)
-            continue
-        m = _DIRECTION_OPEN.match(line)
-        if m:
-            closer = "*" if m.group("opener") == "*" else "_"
-            continue
-        if scene_continues or _ORDERED_ITEM.match(line):
-            # the rest of a scene's description, or the numbered order of a
-            # procession: stage directions that are not in italics
-            skip_paragraph = True
-            continue
-        m = _EDITORIAL.fullmatch(line)
-        if m:
-            # the line goes on in the next one: keep the bracket's words, join them up
-            piece = f"{_clean(m.group('before'))} {_clean(m.group('words'))}".strip()
-            pending = f"{pending} {piece}".strip() if pending else piece
-            continue
-        add_text(line)
-    if pending:
-        add_text("")
-
+        reader.feed(raw)
+    reader.flush()
     out = []
-    for speaker, lines in blocks:
+    for speaker, lines in reader.blocks:
         if not lines:
             continue  # a speaker whose only "line" was a stage direction
         body = "\n".join(lines)
         out.append(f"{speaker}:\n{body}" if speaker else body)
     return "\n\n".join(out) + "\n" if out else ""
+
+
+class _PlayReader:
+    """Where :func:`play_text` is in a play: the blocks so far and the construct the next line continues."""
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[str | None, list[str]]] = []  # (speaker or None, lines)
+        self.current: tuple[str | None, list[str]] | None = None
+        self.closer: str | None = None  # set while inside a multi-line stage direction
+        self.skip_paragraph = False  # inside a paragraph that is dropped whole
+        self.after_scene = False  # the previous non-blank line was a SCENE heading
+        self.pending = ""  # a line broken at an editorial bracket, to join with the next
+
+    def add_text(self, line: str) -> None:
+        line = _clean(line)
+        if self.pending:
+            line = f"{self.pending} {line}".strip() if line else self.pending
+            self.pending = ""
+        if not line:
+            return
+        if self.current is None:
+            self.current = (None, [])
+            self.blocks.append(self.current)
+        self.current[1].append(line)
+
+    def flush(self) -> None:
+        """A line left pending at a bracket is written out."""
+        if self.pending:
+            self.add_text("")
+
+    def feed(self, raw: str) -> None:
+        """One line of the play's Markdown."""
+        line = raw.strip()
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            line = line[:-1].rstrip()  # backslash hard line break
+        if not line:  # a blank line ends any paragraph-level construct
+            self.flush()
+            self.closer, self.skip_paragraph = None, False
+            return
+        if self.closer is not None:  # inside a multi-line stage direction
+            if line.endswith(self.closer):
+                self.closer = None
+            return
+        if self.skip_paragraph:
+            return
+        if _HEADING.match(line):
+            self.flush()
+            self.current = None
+            self.after_scene = bool(_SCENE_HEADING.match(line))
+            return
+        scene_continues, self.after_scene = self.after_scene, False
+        m = _SPEAKER.fullmatch(line)
+        if m:
+            self.flush()
+            self.current = (_clean(m.group("name")).rstrip(":").strip(), [])
+            self.blocks.append(self.current)
+            return
+        self._feed_text(line, scene_continues)
+
+    def _feed_text(self, line: str, scene_continues: bool) -> None:
+        """A line that is neither blank, a heading nor a speaker: a direction, dropped, or speech."""
+        m = _DIRECTION_CLOSED.match(line)
+        if m:
+            rest = line[m.end():].strip()
+            if rest:
+                self.add_text(rest)
+            return
+        m = _DIRECTION_OPEN.match(line)
+        if m:
+            self.closer = "*" if m.group("opener") == "*" else "_"
+            return
+        if scene_continues or _ORDERED_ITEM.match(line):
+            # the rest of a scene's description, or the numbered order of a
+            # procession: stage directions that are not in italics
+            self.skip_paragraph = True
+            return
+        m = _EDITORIAL.fullmatch(line)
+        if m:
+            # the line goes on in the next one: keep the bracket's words, join them up
+            piece = f"{_clean(m.group('before'))} {_clean(m.group('words'))}".strip()
+            self.pending = f"{self.pending} {piece}".strip() if self.pending else piece
+            return
+        self.add_text(line)
 
 
 # --- the corpus ----------------------------------------------------------------

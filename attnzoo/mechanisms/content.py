@@ -20,7 +20,7 @@ from ..core.attend import attend
 from ..core.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score
 from ..core.validate import check_choice
 from ..core.normalize import NORMALIZERS
-from ..registry import register
+from .registry import register
 from .base import AttentionState, StepAttention
 
 

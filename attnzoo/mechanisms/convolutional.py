@@ -35,7 +35,7 @@ from ..core import validate as V
 from ..core.attend import AttentionOutput, attend
 from ..core.dropout import dropout
 from ..core.kv_cache import KVCache
-from ..registry import register
+from .registry import register
 
 WU_2019 = "Wu et al. 2019, Pay Less Attention with Lightweight and Dynamic Convolutions"
 

@@ -32,7 +32,7 @@ from ..core import validate as V
 from ..core.attend import AttentionOutput, attend
 from ..core.kv_cache import KVCache
 from ..positions import ALiBi, RelativePositions, RotaryPositions, T5RelativeBias
-from ..registry import register
+from .registry import register
 
 POSITIONS = (None, "rope", "alibi", "t5", "relative")
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..core.attend import AttentionOutput
 from ..core.kv_cache import KVCache
-from ..registry import register
+from .registry import register
 from .multihead import MultiHeadAttention
 
 

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from ..core import validate as V
 from ..core.attend import attend
 from ..core.scores import AdditiveScore
-from ..registry import register
+from .registry import register
 from .base import AttentionState, ImageAttention, VisualOutput
 from .content import ContentAttention
 

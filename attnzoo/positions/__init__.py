@@ -14,5 +14,16 @@ from .relative import RelativePositions
 from .rope import RotaryPositions, apply_rope
 from .t5 import T5RelativeBias, t5_bucket
 
-__all__ = ["SinusoidalPositions", "LearnedPositions", "sinusoidal_table", "RotaryPositions", "apply_rope",
+#: every position encoding by the name models take (``positions=``): (slot, paper, class)
+POSITIONS = {
+    "sinusoidal": ("added to inputs", "Vaswani et al. 2017, Attention Is All You Need", SinusoidalPositions),
+    "learned": ("added to inputs", "Vaswani et al. 2017; Gehring et al. 2017", LearnedPositions),
+    "rope": ("transform of q and k", "Su et al. 2021, RoFormer", RotaryPositions),
+    "alibi": ("score_mod bias", "Press et al. 2022, Train Short, Test Long", ALiBi),
+    "t5": ("score_mod bias", "Raffel et al. 2020, T5", T5RelativeBias),
+    "relative": ("bias from q", "Shaw et al. 2018, Self-Attention with Relative Position Representations",
+                 RelativePositions),
+}
+
+__all__ = ["POSITIONS", "SinusoidalPositions", "LearnedPositions", "sinusoidal_table", "RotaryPositions", "apply_rope",
            "ALiBi", "alibi", "alibi_slopes", "T5RelativeBias", "t5_bucket", "RelativePositions"]

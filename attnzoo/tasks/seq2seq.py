@@ -14,35 +14,33 @@
   and for ``word``/``bpe`` targets BLEU and chrF (sacrebleu, first target as the
   reference). The primary metric is BLEU for ``bpe`` targets, ``ser`` otherwise.
 
-``train(...)`` writes the same run directory and report as g2p and translate.
+:class:`Transduction` is the task (``TASKS["seq2seq"]``); ``train(...)`` writes the
+same run directory and report as g2p and translate.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..core import validate as V
-from ..data.batching import bucketed_batches, num_batches, sorted_batches
-from ..data.userdata import (Pair, Units, parse_units, read_pairs, references, split_pairs, write_pairs)
+from ..data.batching import sorted_batches
+from ..data.userdata import Pair, PairSplit, Units, parse_units, read_pairs, references, split_pairs, write_pairs
 from ..models.decoding import decode
-from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, restore_seq2seq
-from ..training.checkpoint import load_run
+from ..models.factory import build_seq2seq, restore_seq2seq
 from ..training.metrics import g2p_scores
-from ..training.run import (RunDirectory, Seq2SeqOptions, decode_speed, load_task_run, resolve_device,
-                            run_metrics, trainer_options)
-from ..training.trainer import Budget, Trainer, resolve_precision
+from ..training.options import option
+from .encdec import EncoderDecoderTask, Seq2SeqOptions, timed_decoding
 from .g2p import G2P_MODEL_DEFAULTS
-from .translate import TRANSLATE_MODEL_DEFAULTS, corpus_scores
+from .translate import TRANSLATE_COMMAND, TRANSLATE_MODEL_DEFAULTS, alignment_map, corpus_scores
 
 log = logging.getLogger(__name__)
 
-TASK = "seq2seq"
 DEFAULT_MINUTES = 8.0
 DEFAULT_LR = {"rnn": 2e-3, "transformer": 1e-3, "convs2s": 1e-3}
 MAX_RATIO = 8.0  # decoding stops after MAX_RATIO x (source length) + 10 tokens at most
@@ -52,8 +50,8 @@ MAX_RATIO = 8.0  # decoding stops after MAX_RATIO x (source length) + 10 tokens 
 class PairsConfig(Seq2SeqOptions):
     """Task and training options (the model's own live in its config)."""
 
-    data: str = ""  # the TSV of source<TAB>target pairs
-    units: str = "char"  # char | word | bpe, or SOURCE,TARGET (e.g. char,word)
+    data: str = option("", "your own data: a TSV of source<TAB>target lines (required)", metavar="FILE")
+    units: str = option("char", "char (default) | word | bpe, or SOURCE,TARGET such as char,word")
     batch_size: int = 64  # pairs per step
     vocab_size: int = 4000  # bpe: pieces per side, learned from the training pairs
     max_train_tokens: int = 200  # longer training pairs are skipped (never dev or test ones)
@@ -168,7 +166,7 @@ def evaluate_pairs(transducer: Transducer, pairs: list[Pair], beam_size: int, le
     return scores
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- the data and the model
 def model_defaults(model: str, units: str) -> dict:
     """g2p's sizes when both sides are characters, translate's otherwise."""
     return dict((G2P_MODEL_DEFAULTS if parse_units(units) == ("char", "char") else TRANSLATE_MODEL_DEFAULTS)[model])
@@ -184,6 +182,174 @@ def build_model(cfg: PairsConfig, source: Units, target: Units, attention: str, 
                          eos_id=tv.eos_id)
 
 
+@dataclass
+class PairsData:
+    split: PairSplit
+    source: Units
+    target: Units
+    encoded: list[tuple[list[int], list[int]]]  # the training pairs used: (source ids, <s> target ids </s>)
+    max_ratio: float  # longest target / source length among them (at most MAX_RATIO)
+    longest: int  # longest side among them, in tokens (+2 on the target side)
+    summary: dict  # config.json's "data"
+
+    @classmethod
+    def make(cls, cfg: PairsConfig, pairs: list[Pair]) -> PairsData:
+        """Split, units learned from the training pairs, training pairs encoded (too long ones skipped)."""
+        name = cfg.data or "the pairs"
+        split = split_pairs(pairs, seed=cfg.seed, dev_share=cfg.dev_share, test_share=cfg.test_share, name=name)
+        if split.warning:
+            log.warning("%s", split.warning)
+        src_kind, tgt_kind = parse_units(cfg.units)
+        source = Units.learn(src_kind, [p.source for p in split.train], cfg.vocab_size)
+        target = Units.learn(tgt_kind, [p.target for p in split.train], cfg.vocab_size)
+        sv, tv = source.vocab(), target.vocab()
+        encoded, ratio, longest = [], 1.0, 1
+        for p in split.train:
+            s, t = source.split(p.source), target.split(p.target)
+            if 0 < len(s) <= cfg.max_train_tokens and 0 < len(t) <= cfg.max_train_tokens:
+                encoded.append((sv.encode(s), tv.encode(t, add_bos=True, add_eos=True)))
+                ratio, longest = max(ratio, len(t) / len(s)), max(longest, len(s), len(t) + 2)
+        if not encoded:
+            raise ValueError(f"no training pair of {name} has at most max_train_tokens={cfg.max_train_tokens} "
+                             f"tokens on both sides with --units {cfg.units}; try coarser units (word or bpe)")
+        summary = {"path": str(cfg.data) if cfg.data else None, **split.summary(), "train_pairs_used": len(encoded),
+                   "units": cfg.units, "source_vocab": len(sv), "target_vocab": len(tv)}
+        return cls(split, source, target, encoded, min(MAX_RATIO, ratio), longest, summary)
+
+
+# ----------------------------------------------------------------------------- the task
+class Transduction(EncoderDecoderTask):
+    """Your own source<TAB>target pairs, in characters, words or BPE pieces; wrong outputs, token errors, BLEU."""
+
+    name = "seq2seq"
+    description = ("your own source<TAB>target pairs (--data FILE, --units char|word|bpe); wrong outputs and "
+                   "token errors, BLEU for bpe targets")
+    Config = PairsConfig
+    unit = "pairs"
+    verb = "translate"
+    commands = (TRANSLATE_COMMAND,)
+
+    def __init__(self):
+        self._checked: tuple[str, list[Pair]] | None = None  # (path, pairs) that check_data read
+
+    def check_data(self, cfg: PairsConfig) -> None:
+        """ValueError without --data; the file read (a malformed one fails here, before anything is written)."""
+        if not cfg.data:
+            raise ValueError("train seq2seq needs --data FILE: a UTF-8 TSV with one source<TAB>target pair per line")
+        self._checked = (cfg.data, read_pairs(cfg.data))
+
+    def check_eval_data(self, config: dict) -> None:
+        """Nothing to check: a run keeps its dev and test pairs (dev.tsv, test.tsv) in its directory."""
+
+    def load_data(self, cfg: PairsConfig) -> PairsData:
+        checked, self._checked = self._checked, None
+        if not cfg.data:
+            self.check_data(cfg)  # the ValueError naming --data
+        pairs = checked[1] if checked is not None and checked[0] == cfg.data else read_pairs(cfg.data)
+        return PairsData.make(cfg, pairs)
+
+    def describe(self, data: PairsData) -> dict:
+        return data.summary
+
+    def build(self, cfg, data: PairsData, attention, overrides):
+        return build_model(cfg, data.source, data.target, attention, data.longest, overrides)
+
+    def predictor(self, model, data: PairsData, device) -> Transducer:
+        return Transducer(model, data.source, data.target, data.max_ratio, device)
+
+    def saved(self, data: PairsData) -> dict:
+        return {"units": {"source": data.source.to_state(), "target": data.target.to_state()},
+                "max_ratio": data.max_ratio}
+
+    def write_files(self, path: Path, data: PairsData) -> None:
+        write_pairs(path / "dev.tsv", data.split.dev)
+        write_pairs(path / "test.tsv", data.split.test)
+
+    def training(self, cfg: PairsConfig, data: PairsData, transducer: Transducer):
+        sampled = set(list(references(data.split.dev))[: cfg.dev_eval_pairs])
+        dev_sample = [p for p in data.split.dev if p.source in sampled]
+        primary = cfg.primary
+
+        def evaluate(_model) -> dict:
+            s = evaluate_pairs(transducer, dev_sample, beam_size=1)
+            return {f"dev_{primary}": s[primary], "dev_token_error": s["token_error"]}
+
+        return self.pairs_training(cfg, data.encoded, transducer.src_vocab.pad_id, transducer.device, evaluate,
+                                   f"dev_{primary}", higher_is_better=primary == "bleu")
+
+    def final(self, cfg: PairsConfig, data: PairsData, transducer: Transducer) -> dict:
+        scores = timed_decoding(lambda pairs: evaluate_pairs(transducer, pairs, cfg.beam_size, cfg.length_penalty),
+                                data.split.dev, data.split.test, "sources", "sources")
+        primary = cfg.primary
+        return {"primary": {"name": primary, "value": scores["test"][primary], "higher_is_better": primary == "bleu"},
+                "dev": scores.pop("dev"), "test": scores.pop("test"), "units": cfg.units, "beam_size": cfg.beam_size,
+                **scores}
+
+    def report(self, path, cfg, data: PairsData, transducer: Transducer, metrics, config, records) -> None:
+        write_seq2seq_report(path, transducer, data.split.test, metrics, config, records, cfg)
+
+    # ------------------------------------------------------------------ a trained run
+    def restore(self, config: dict, checkpoint: dict, device) -> Transducer:
+        source = Units.from_state(checkpoint["units"]["source"])
+        target = Units.from_state(checkpoint["units"]["target"])
+        model = restore_seq2seq(config, checkpoint["model"], target.vocab())
+        return Transducer(model.to(device), source, target, float(checkpoint.get("max_ratio", 2.0)), device)
+
+    def evaluate(self, run_dir, config, transducer: Transducer, beam_size: int | None = None, **_: Any) -> dict:
+        """The run's dev and test pairs (its dev.tsv and test.tsv) decoded again."""
+        cfg = self.saved_config(config)
+        beam = beam_size or cfg.beam_size
+        out = {"beam_size": beam, "primary": cfg.primary}
+        for part in ("dev", "test"):
+            out[part] = evaluate_pairs(transducer, held_out(run_dir, part), beam, cfg.length_penalty)
+        return out
+
+    def attention(self, transducer: Transducer, text: str, beam_size: int = 5, **_: Any):
+        """One map, "alignment": the output (rows) against the source (columns), in display units."""
+        return alignment_map(transducer.translate([text], beam_size=beam_size)[0])
+
+    def examples(self, runs, config, count, beam):
+        from .encdec import alignment_examples
+
+        refs = references(held_out(next(iter(runs.values())).path, "test"))
+        short = [s for s in refs if len(s.split()) <= 30] or list(refs)
+        sources = sorted(random.Random(config["task_config"]["seed"]).sample(short, min(count, len(short))))
+        cells = alignment_examples(runs, sources, [f"{s}  (reference: {refs[s][0]})" for s in sources],
+                                   {s: set(refs[s]) for s in sources}, beam,
+                                   lambda r, s: (*r.word_alignment(), r.text))
+        return cells, ("The same test sources (the runs' test.tsv) through each mechanism's model (first seed): rows "
+                       "are output tokens, columns source tokens; colour: attention weight from 0 to 1.")
+
+    # ------------------------------------------------------------------ what the commands print
+    def summary(self, m: dict) -> list[str]:
+        return [f"{self.name} {m['model']} {m['attention']}: {m['params']:,} parameters, "
+                f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), units {m['units']}, "
+                f"beam {m['beam_size']}",
+                *(f"  {part:<5} {pairs_line(m[part])}" for part in ("dev", "test"))]
+
+    def eval_lines(self, r: dict) -> list[str]:
+        return [f"{part:<5} {pairs_line(r[part])[:-1]}, beam {r['beam_size']})" for part in ("dev", "test")]
+
+
+def pairs_line(s: dict) -> str:
+    """One split's scores: wrong outputs, token errors (and BLEU, chrF), the number of sources."""
+    bleu = f"  BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}" if "bleu" in s else ""
+    return f"wrong outputs {s['ser']:.2%}  token errors {s['token_error']:.2%}{bleu}  ({s['sources']} sources)"
+
+
+def held_out(run_dir: str | Path, part: str) -> list[Pair]:
+    """A run's dev or test pairs, as its directory keeps them (``dev.tsv``, ``test.tsv``)."""
+    path = Path(run_dir) / f"{part}.tsv"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: the run directory lost its {part} pairs; copy it again from "
+                         "the original run directory")
+    return read_pairs(path, flag=f"{part}.tsv")
+
+
+TASK = Transduction()
+
+
+# ----------------------------------------------------------------------------- the module's functions
 def train(cfg: PairsConfig, out_dir: str | Path, attention: str | None = None,
           model_overrides: dict | None = None, progress: bool | None = None,
           pairs: list[Pair] | None = None, resume: dict | None = None) -> dict:
@@ -191,118 +357,22 @@ def train(cfg: PairsConfig, out_dir: str | Path, attention: str | None = None,
 
     ``pairs`` replaces reading ``cfg.data`` (already read by the command line, or a test's pairs);
     ``resume``: the training state of the run in ``out_dir`` to continue."""
-    attention = attention or DEFAULT_ATTENTION[cfg.model]
-    check_model(cfg.model, attention, model_overrides)  # fail before loading data
-    device = resolve_device(cfg.device)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-
-    t0 = time.monotonic()
-    name = cfg.data or "the pairs"
-    pairs = read_pairs(cfg.data) if pairs is None else pairs
-    split = split_pairs(pairs, seed=cfg.seed, dev_share=cfg.dev_share, test_share=cfg.test_share, name=name)
-    if split.warning:
-        log.warning("%s", split.warning)
-    src_kind, tgt_kind = parse_units(cfg.units)
-    source = Units.learn(src_kind, [p.source for p in split.train], cfg.vocab_size)
-    target = Units.learn(tgt_kind, [p.target for p in split.train], cfg.vocab_size)
-    sv, tv = source.vocab(), target.vocab()
-    encoded, ratio, longest = [], 1.0, 1
-    for p in split.train:
-        s, t = source.split(p.source), target.split(p.target)
-        if 0 < len(s) <= cfg.max_train_tokens and 0 < len(t) <= cfg.max_train_tokens:
-            encoded.append((sv.encode(s), tv.encode(t, add_bos=True, add_eos=True)))
-            ratio, longest = max(ratio, len(t) / len(s)), max(longest, len(s), len(t) + 2)
-    if not encoded:
-        raise ValueError(f"no training pair of {name} has at most max_train_tokens={cfg.max_train_tokens} tokens "
-                         f"on both sides with --units {cfg.units}; try coarser units (word or bpe)")
-    summary = {"path": str(cfg.data) if cfg.data else None, **split.summary(), "train_pairs_used": len(encoded),
-               "units": cfg.units, "source_vocab": len(sv), "target_vocab": len(tv)}
-    log.info("data: %s (%.1fs)", summary, time.monotonic() - t0)
-
-    model = build_model(cfg, source, target, attention, longest, model_overrides).to(device)
-    max_ratio = min(MAX_RATIO, ratio)
-    transducer = Transducer(model, source, target, max_ratio, device)
-    sampled = set(list(references(split.dev))[: cfg.dev_eval_pairs])
-    dev_sample = [p for p in split.dev if p.source in sampled]
-    run = RunDirectory(out_dir, {
-        "task": TASK, "model": cfg.model, "attention": attention, "model_overrides": model_overrides or {},
-        "task_config": asdict(cfg), "model_config": model.config.to_dict(), "data": summary,
-        "params": model.num_parameters(),
-    }, state=lambda: {"model": model.state_dict(), "units": {"source": source.to_state(),
-                                                             "target": target.to_state()},
-                      "max_ratio": max_ratio}, resume=resume)
-    if run.writes:  # (rank 0 under torchrun)
-        write_pairs(run.path / "dev.tsv", split.dev)
-        write_pairs(run.path / "test.tsv", split.test)
-    primary = cfg.primary
-    higher = primary == "bleu"
-
-    def evaluate(_model) -> dict:
-        s = evaluate_pairs(transducer, dev_sample, beam_size=1)
-        return {f"dev_{primary}": s[primary], "dev_token_error": s["token_error"]}
-
-    def loss_fn(m, batch):
-        batch = batch.to(device)
-        return m.loss(batch.src, batch.src_lengths, batch.tgt, label_smoothing=cfg.label_smoothing), \
-            batch.src.shape[0]
-
-    trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=evaluate,
-                      primary=f"dev_{primary}", higher_is_better=higher, eval_every_minutes=cfg.eval_every_minutes,
-                      grad_clip=cfg.grad_clip, on_record=run.on_record, progress=progress, unit="pairs",
-                      autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
-    steps_per_epoch = num_batches(len(encoded), cfg.batch_size)
-    result = trainer.fit(
-        lambda epoch: bucketed_batches(encoded, cfg.batch_size, seed=cfg.seed, epoch=epoch, pad_id=sv.pad_id),
-        steps_per_epoch, loss_fn, resume=resume)
-    run.save(result.best)
-
-    t_dec = time.monotonic()
-    dev = evaluate_pairs(transducer, split.dev, cfg.beam_size, cfg.length_penalty)
-    t_test = time.monotonic()
-    test = evaluate_pairs(transducer, split.test, cfg.beam_size, cfg.length_penalty)
-    metrics = {
-        "task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
-        "train_seconds": round(result.train_seconds, 1),
-        "primary": {"name": primary, "value": test[primary], "higher_is_better": higher},
-        "dev": dev, "test": test, "units": cfg.units, "steps": result.steps,
-        "epochs": round(result.steps / steps_per_epoch, 2), "beam_size": cfg.beam_size,
-        "decode_seconds": round(time.monotonic() - t_dec, 1),
-        **decode_speed(test["sources"], time.monotonic() - t_test, "sources"), **run_metrics(result),
-    }
-    run.write_metrics(metrics)
-    write_seq2seq_report(run.path, transducer, split.test, metrics, run.config, result.records, cfg)
-    return metrics
+    data = None
+    if pairs is not None:
+        TASK.check_model(*TASK.choose(cfg.model, attention), model_overrides)  # fail before the data
+        data = PairsData.make(cfg, pairs)
+    return TASK.train(cfg, out_dir, attention=attention, overrides=model_overrides, progress=progress,
+                      resume=resume, data=data)
 
 
-# ----------------------------------------------------------------------------- runs on disk
 def load(run_dir: str | Path, device: str = "cpu") -> Transducer:
-    def build(config, ckpt):
-        source = Units.from_state(ckpt["units"]["source"])
-        target = Units.from_state(ckpt["units"]["target"])
-        model = restore_seq2seq(config, ckpt["model"], target.vocab())
-        return model, source, target, float(ckpt.get("max_ratio", 2.0))
-
-    _, (model, source, target, ratio) = load_task_run(run_dir, TASK, build)
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    return Transducer(model, source, target, ratio, dev)
+    return TASK.load(run_dir, device)[1]
 
 
 def evaluate_run(run_dir: str | Path, beam_size: int | None = None) -> dict:
     """The run's dev and test pairs (its dev.tsv and test.tsv) decoded again."""
-    config, _ = load_run(run_dir)
-    transducer = load(run_dir)
-    cfg = PairsConfig.from_dict(config["task_config"])
-    beam = beam_size or cfg.beam_size
-    out = {"beam_size": beam, "primary": cfg.primary}
-    for part in ("dev", "test"):
-        path = Path(run_dir) / f"{part}.tsv"
-        if not path.is_file():
-            raise ValueError(f"{path} is missing: the run directory lost its {part} pairs; copy it again from "
-                             "the original run directory")
-        out[part] = evaluate_pairs(transducer, read_pairs(path, flag=f"{part}.tsv"), beam, cfg.length_penalty)
-    return out
+    config, transducer = TASK.load(run_dir)
+    return TASK.evaluate(Path(run_dir), config, transducer, beam_size=beam_size)
 
 
 def write_seq2seq_report(out: Path, transducer: Transducer, test: list[Pair], metrics: dict, config: dict,

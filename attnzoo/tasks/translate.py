@@ -11,34 +11,34 @@
 
 Verses are long (25 English words on average, up to 90), which is where
 location-based and windowed mechanisms differ from content-based ones.
-``train(...)`` writes the same run directory as g2p.
+:class:`Translate` is the task (``TASKS["translate"]``); ``train(...)`` writes
+the same run directory as g2p.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..core import validate as V
-from ..data.batching import bucketed_batches, num_batches, sorted_batches
-from ..data.bible import Verse, load_verses, split_by_chapter
+from ..data import MissingDataError
+from ..data.batching import sorted_batches
+from ..data.bible import BibleSplit, Verse, load_verses, split_by_chapter
 from ..data.subword import Subword, word_text, words_of
 from ..data.vocab import Vocab
 from ..models.decoding import decode
-from ..models.factory import DEFAULT_ATTENTION, build_seq2seq, check_model, restore_seq2seq
-from ..training.checkpoint import load_run
-from ..training.run import (RunDirectory, Seq2SeqOptions, decode_speed, load_task_run, resolve_device,
-                             run_metrics, trainer_options)
-from ..training.trainer import Budget, Trainer, resolve_precision
+from ..models.factory import build_seq2seq, restore_seq2seq
+from .base import BEAM, Command, Map
+from .encdec import EncoderDecoderTask, Seq2SeqOptions, timed_decoding
 
 log = logging.getLogger(__name__)
 
-TASK = "translate"
 DEFAULT_MINUTES = 15.0
 TRANSLATE_MODEL_DEFAULTS = {
     "rnn": dict(embed_dim=256, hidden_dim=256, decoder_dim=512, enc_layers=2, dec_layers=1, attention_hidden=256,
@@ -149,7 +149,7 @@ def evaluate_verses(translator: Translator, verses: list[Verse], beam_size: int,
     return corpus_scores([r.text for r in results], [v.en for v in verses])
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- the data
 def learn_subwords(train: list[Verse], vocab_size: int) -> tuple[Subword, Subword]:
     """One BPE model per language, from the training verses only."""
     return (Subword.train((v.es for v in train), vocab_size),
@@ -172,6 +172,156 @@ def encode_pairs(verses: list[Verse], source: Subword, target: Subword, max_piec
     return pairs
 
 
+def verse_split(cfg: TranslateConfig, verses: list[Verse] | None = None) -> BibleSplit:
+    """The seeded split by chapter of ``verses`` (default: the Bibles)."""
+    return split_by_chapter(load_verses() if verses is None else verses, seed=cfg.seed,
+                            dev_chapters=cfg.dev_chapters, test_chapters=cfg.test_chapters)
+
+
+@dataclass
+class TranslateData:
+    split: BibleSplit  # train, dev and test verses, split by chapter
+    source: Subword
+    target: Subword
+    pairs: list[tuple[list[int], list[int]]]  # the training verses used, encoded: (source, <s> target </s>)
+
+    @classmethod
+    def make(cls, cfg: TranslateConfig, verses: list[Verse] | None = None) -> TranslateData:
+        split = verse_split(cfg, verses)
+        source, target = learn_subwords(split.train, cfg.vocab_size)
+        return cls(split, source, target, encode_pairs(split.train, source, target, cfg.max_train_pieces))
+
+
+def short_verses(test: list[Verse], count: int, seed: int) -> list[Verse]:
+    """``count`` test verses of at most 30 Spanish words, drawn with ``seed`` (the report's and compare's)."""
+    short = [v for v in test if len(v.es.split()) <= 30] or test
+    return [short[i] for i in sorted(random.Random(seed).sample(range(len(short)), min(count, len(short))))]
+
+
+# ----------------------------------------------------------------------------- what translate and seq2seq share
+def alignment_map(output: Any) -> dict[str, Map]:
+    """A decoded output (:class:`Translation`, seq2seq's ``Output``) as its one named map: output words (rows)
+    against source words (columns), titled with the output text."""
+    weights, source, target = output.word_alignment()
+    return {"alignment": Map(weights, target, source, output.text)}
+
+
+def _translate_arguments(parser) -> None:
+    parser.add_argument("sentences", nargs="+")
+    parser.add_argument("--beam", type=int, default=5)
+
+
+def _translate(run, args) -> list[str]:
+    return [r.text for r in run.translate(args.sentences, beam_size=args.beam)]
+
+
+#: `attnzoo translate DIR SENTENCE... [--beam 5]`: one output per line (translate and seq2seq runs)
+TRANSLATE_COMMAND = Command("translate", "translate Spanish sentences with a trained translate run, or any source "
+                            "text with a seq2seq run", _translate_arguments, _translate, {"beam": BEAM})
+
+
+# ----------------------------------------------------------------------------- the task
+class Translate(EncoderDecoderTask):
+    """Spanish -> English Bible verses: subword pieces in and out; BLEU and chrF."""
+
+    name = "translate"
+    description = "Spanish -> English Bible verses (Debian sword-text-sparv, sword-text-kjv); BLEU and chrF"
+    Config = TranslateConfig
+    unit = "verses"
+    verb = "translate"
+    commands = (TRANSLATE_COMMAND,)
+
+    def check_data(self, cfg) -> None:
+        from ..data import bible
+
+        if not (bible.cache_dir() / bible.CACHE_NAME).is_file():
+            if importlib.util.find_spec("pysword") is None:
+                raise MissingDataError(f"the translate task reads the Bibles with pysword: pip install pysword "
+                                       f"(and {bible.INSTALL_HINT})")
+            if not (bible.sword_path() / "mods.d").is_dir():
+                raise MissingDataError(f"no SWORD modules in {bible.sword_path()}: {bible.INSTALL_HINT}")
+
+    def load_data(self, cfg: TranslateConfig) -> TranslateData:
+        return TranslateData.make(cfg)
+
+    def describe(self, data: TranslateData) -> dict:
+        return {**data.split.summary(), "train_pairs_used": len(data.pairs),
+                "source_pieces": len(data.source.vocab()), "target_pieces": len(data.target.vocab())}
+
+    def build(self, cfg, data: TranslateData, attention, overrides):
+        return build_model(cfg.model, data.source.vocab(), data.target.vocab(), attention, overrides)
+
+    def predictor(self, model, data: TranslateData, device) -> Translator:
+        return Translator(model, data.source, data.target, device)
+
+    def saved(self, data: TranslateData) -> dict:
+        return {"subwords": {"source": data.source.to_str(), "target": data.target.to_str()}}
+
+    def training(self, cfg: TranslateConfig, data: TranslateData, translator: Translator):
+        dev_sample = data.split.dev[: cfg.dev_eval_sentences]
+
+        def evaluate(_model) -> dict:
+            s = evaluate_verses(translator, dev_sample, beam_size=1)
+            return {"dev_bleu": s["bleu"], "dev_chrf": s["chrf"]}
+
+        return self.pairs_training(cfg, data.pairs, translator.src_vocab.pad_id, translator.device, evaluate,
+                                   "dev_bleu", higher_is_better=True)
+
+    def final(self, cfg: TranslateConfig, data: TranslateData, translator: Translator) -> dict:
+        scores = timed_decoding(lambda verses: evaluate_verses(translator, verses, cfg.beam_size, cfg.length_penalty),
+                                data.split.dev, data.split.test, "sentences", "verses")
+        return {"primary": {"name": "bleu", "value": scores["test"]["bleu"], "higher_is_better": True},
+                "dev": scores.pop("dev"), "test": scores.pop("test"), "beam_size": cfg.beam_size, **scores}
+
+    def report(self, path, cfg, data: TranslateData, translator: Translator, metrics, config, records) -> None:
+        write_translate_report(path, translator, data.split.test, metrics, config, records, cfg)
+
+    # ------------------------------------------------------------------ a trained run
+    def restore(self, config: dict, checkpoint: dict, device) -> Translator:
+        source = Subword.from_str(checkpoint["subwords"]["source"])
+        target = Subword.from_str(checkpoint["subwords"]["target"])
+        model = restore_seq2seq(config, checkpoint["model"], target.vocab())
+        return Translator(model.to(device), source, target, device)
+
+    def evaluate(self, run_dir, config, translator: Translator, beam_size: int | None = None, **_: Any) -> dict:
+        cfg = self.saved_config(config)
+        split = verse_split(cfg)
+        beam = beam_size or cfg.beam_size
+        return {"beam_size": beam, "dev": evaluate_verses(translator, split.dev, beam, cfg.length_penalty),
+                "test": evaluate_verses(translator, split.test, beam, cfg.length_penalty)}
+
+    def attention(self, translator: Translator, sentence: str, beam_size: int = 5, **_: Any):
+        """One map, "alignment": the output words (rows) against the source words (columns)."""
+        return alignment_map(translator.translate([sentence], beam_size=beam_size)[0])
+
+    def examples(self, runs, config, count, beam):
+        from .encdec import alignment_examples
+
+        saved = config["task_config"]
+        verses = short_verses(verse_split(self.saved_config(config)).test, count, saved["seed"])
+        cells = alignment_examples(runs, [v.es for v in verses],
+                                   [f"{v.book} {v.chapter}:{v.verse}  {v.es}  (reference: {v.en})" for v in verses],
+                                   {}, beam, lambda r, s: (*r.word_alignment(), r.text))
+        return cells, ("The same test verses through each mechanism's model (first seed): rows are output words, "
+                       "columns source words (a word's weight sums its subword pieces').")
+
+    # ------------------------------------------------------------------ what the commands print
+    def summary(self, m: dict) -> list[str]:
+        t, d = m["test"], m["dev"]
+        return [f"{self.name} {m['model']} {m['attention']}: {m['params']:,} parameters, "
+                f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), beam {m['beam_size']}",
+                f"  dev   BLEU {d['bleu']:.2f}  chrF {d['chrf']:.2f}  ({d['sentences']} verses)",
+                f"  test  BLEU {t['bleu']:.2f}  chrF {t['chrf']:.2f}  ({t['sentences']} verses)"]
+
+    def eval_lines(self, r: dict) -> list[str]:
+        return [f"{part:<5} BLEU {r[part]['bleu']:.2f}  chrF {r[part]['chrf']:.2f}  "
+                f"({r[part]['sentences']} verses, beam {r['beam_size']})" for part in ("dev", "test")]
+
+
+TASK = Translate()
+
+
+# ----------------------------------------------------------------------------- the module's functions
 def train(cfg: TranslateConfig, out_dir: str | Path, attention: str | None = None,
           model_overrides: dict | None = None, progress: bool | None = None,
           verses: list[Verse] | None = None, resume: dict | None = None) -> dict:
@@ -179,92 +329,21 @@ def train(cfg: TranslateConfig, out_dir: str | Path, attention: str | None = Non
 
     ``verses`` replaces the Bible (tests pass a small corpus); ``resume``: the training state of the run
     in ``out_dir`` to continue (:func:`~attnzoo.training.checkpoint.load_train_state`)."""
-    attention = attention or DEFAULT_ATTENTION[cfg.model]
-    check_model(cfg.model, attention, model_overrides)  # fail before loading data
-    device = resolve_device(cfg.device)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-
-    t0 = time.monotonic()
-    verses = load_verses() if verses is None else verses
-    split = split_by_chapter(verses, seed=cfg.seed, dev_chapters=cfg.dev_chapters, test_chapters=cfg.test_chapters)
-    source, target = learn_subwords(split.train, cfg.vocab_size)
-    pairs = encode_pairs(split.train, source, target, cfg.max_train_pieces)
-    summary = {**split.summary(), "train_pairs_used": len(pairs), "source_pieces": len(source.vocab()),
-               "target_pieces": len(target.vocab())}
-    log.info("data: %s (%.1fs)", summary, time.monotonic() - t0)
-
-    model = build_model(cfg.model, source.vocab(), target.vocab(), attention, model_overrides).to(device)
-    translator = Translator(model, source, target, device)
-    dev_sample = split.dev[: cfg.dev_eval_sentences]
-    run = RunDirectory(out_dir, {
-        "task": TASK, "model": cfg.model, "attention": attention, "model_overrides": model_overrides or {},
-        "task_config": asdict(cfg), "model_config": model.config.to_dict(), "data": summary,
-        "params": model.num_parameters(),
-    }, state=lambda: {"model": model.state_dict(),
-                      "subwords": {"source": source.to_str(), "target": target.to_str()}},
-        resume=resume)
-
-    def evaluate(_model) -> dict:
-        s = evaluate_verses(translator, dev_sample, beam_size=1)
-        return {"dev_bleu": s["bleu"], "dev_chrf": s["chrf"]}
-
-    def loss_fn(m, batch):
-        batch = batch.to(device)
-        return m.loss(batch.src, batch.src_lengths, batch.tgt, label_smoothing=cfg.label_smoothing), \
-            batch.src.shape[0]
-
-    trainer = Trainer(model, lr=cfg.lr, budget=Budget(cfg.minutes, cfg.epochs), evaluate=evaluate,
-                      primary="dev_bleu", higher_is_better=True, eval_every_minutes=cfg.eval_every_minutes,
-                      grad_clip=cfg.grad_clip, on_record=run.on_record, progress=progress, unit="verses",
-                      autocast_dtype=resolve_precision(cfg.precision, device), **trainer_options(cfg, run))
-    steps_per_epoch = num_batches(len(pairs), cfg.batch_size)
-    result = trainer.fit(
-        lambda epoch: bucketed_batches(pairs, cfg.batch_size, seed=cfg.seed, epoch=epoch,
-                                       pad_id=translator.src_vocab.pad_id),
-        steps_per_epoch, loss_fn, resume=resume)
-    run.save(result.best)
-
-    t_dec = time.monotonic()
-    dev = evaluate_verses(translator, split.dev, cfg.beam_size, cfg.length_penalty)
-    t_test = time.monotonic()
-    test = evaluate_verses(translator, split.test, cfg.beam_size, cfg.length_penalty)
-    metrics = {
-        "task": TASK, "model": cfg.model, "attention": attention, "params": model.num_parameters(),
-        "train_seconds": round(result.train_seconds, 1),
-        "primary": {"name": "bleu", "value": test["bleu"], "higher_is_better": True},
-        "dev": dev, "test": test, "steps": result.steps, "epochs": round(result.steps / steps_per_epoch, 2),
-        "beam_size": cfg.beam_size, "decode_seconds": round(time.monotonic() - t_dec, 1),
-        **decode_speed(test["sentences"], time.monotonic() - t_test, "verses"), **run_metrics(result),
-    }
-    run.write_metrics(metrics)
-    write_translate_report(run.path, translator, split.test, metrics, run.config, result.records, cfg)
-    return metrics
+    data = None
+    if verses is not None:
+        TASK.check_model(*TASK.choose(cfg.model, attention), model_overrides)  # fail before the data
+        data = TranslateData.make(cfg, verses)
+    return TASK.train(cfg, out_dir, attention=attention, overrides=model_overrides, progress=progress,
+                      resume=resume, data=data)
 
 
-# ----------------------------------------------------------------------------- runs on disk
 def load(run_dir: str | Path, device: str = "cpu") -> Translator:
-    def build(config, ckpt):
-        source = Subword.from_str(ckpt["subwords"]["source"])
-        target = Subword.from_str(ckpt["subwords"]["target"])
-        model = restore_seq2seq(config, ckpt["model"], target.vocab())
-        return model, source, target
-
-    _, (model, source, target) = load_task_run(run_dir, TASK, build)
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    return Translator(model, source, target, dev)
+    return TASK.load(run_dir, device)[1]
 
 
 def evaluate_run(run_dir: str | Path, beam_size: int | None = None) -> dict:
-    config, _ = load_run(run_dir)
-    translator = load(run_dir)
-    cfg = TranslateConfig.from_dict(config["task_config"])
-    split = split_by_chapter(load_verses(), seed=cfg.seed, dev_chapters=cfg.dev_chapters,
-                             test_chapters=cfg.test_chapters)
-    beam = beam_size or cfg.beam_size
-    return {"beam_size": beam, "dev": evaluate_verses(translator, split.dev, beam, cfg.length_penalty),
-            "test": evaluate_verses(translator, split.test, beam, cfg.length_penalty)}
+    config, translator = TASK.load(run_dir)
+    return TASK.evaluate(Path(run_dir), config, translator, beam_size=beam_size)
 
 
 def write_translate_report(out: Path, translator: Translator, test: list[Verse], metrics: dict, config: dict,
@@ -272,10 +351,7 @@ def write_translate_report(out: Path, translator: Translator, test: list[Verse],
     from ..viz.curves import learning_curves_png_bytes
     from ..viz.report import write_report
 
-    rng = random.Random(cfg.seed)
-    short = [v for v in test if len(v.es.split()) <= 30] or test
-    chosen = sorted(rng.sample(range(len(short)), min(cfg.report_sentences, len(short))))
-    verses = [short[i] for i in chosen]
+    verses = short_verses(test, cfg.report_sentences, cfg.seed)
     results = translator.translate([v.es for v in verses], beam_size=cfg.beam_size,
                                    length_penalty=cfg.length_penalty)
     alignments = []

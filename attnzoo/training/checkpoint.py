@@ -41,18 +41,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, lambda f: f.write(data))
 
 
-TASK_COMMANDS = {"g2p": ("eval", "pronounce", "show"), "lm": ("eval", "generate"), "classify": ("eval",),
-                 "translate": ("eval", "translate", "show"), "seq2seq": ("eval", "translate", "show"),
-                 "qa": ("eval",), "caption": ("eval",)}
-
-
 def article(word: object) -> str:
-    """The article before a task name: "a g2p run", "an lm run"."""
-    return "an" if str(word) == "lm" or str(word)[:1] in tuple("aeiou") else "a"
+    """The article before a name read aloud: "a g2p run", "an lm run", "an eval run" (a name without vowels is
+    spelt letter by letter, so its first letter's name decides)."""
+    word = str(word).lower()
+    if not any(c in "aeiouy" for c in word):
+        return "an" if word[:1] in tuple("aefhilmnorsx") else "a"
+    return "an" if word[:1] in tuple("aeiou") else "a"
 
 
 def _retrain(task: object) -> str:
-    return f"`attnzoo train {task} --out DIR`" if task in TASK_COMMANDS else "`attnzoo train TASK --out DIR`"
+    """How to make the run again: the task's own train command where config.json names one."""
+    named = isinstance(task, str) and task.replace("-", "_").isidentifier()
+    return f"`attnzoo train {task} --out DIR`" if named else "`attnzoo train TASK --out DIR`"
 
 
 def _why_unreadable(path: Path, error: Exception) -> str:
@@ -104,7 +105,7 @@ def _read_config(run_dir: Path) -> dict:
                           "config.json and checkpoint.pt (the --out of `attnzoo train`)")
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {str(run_dir)!r} does not exist; "
-                          "train one with `attnzoo train g2p --out DIR`")
+                          "train one with `attnzoo train TASK --out DIR`")
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise RunDirError(f"{str(run_dir)!r} is not a finished attnzoo run: config.json is missing; pass the "

@@ -1,8 +1,6 @@
-"""What every task's run shares: its options' common checks, and its run directory.
+"""What every task's run shares on disk: its run directory.
 
-``TrainOptions`` holds the options every task has (seed, budget, batch size,
-learning rate, device, precision, checkpoint period) and checks them once;
-tasks subclass it with their own fields. ``RunDirectory`` writes
+``RunDirectory`` writes
 ``config.json``, appends to ``metrics.jsonl``, saves ``checkpoint.pt``
 (atomically) whenever an evaluation is the best so far, saves the training
 state to ``train_state.pt`` when the trainer asks, and writes ``metrics.json``;
@@ -12,85 +10,17 @@ state to ``train_state.pt`` when the trainer asks, and writes ``metrics.json``;
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ..config import ConfigMixin
-from ..core import validate as V
 from . import distributed
 from .checkpoint import FORMAT_VERSION, TRAIN_STATE, RunDirError, load_run, save_checkpoint, write_json
-from .trainer import check_ema_decay
+from .options import ADDED_OPTIONS, RESUME_MAY_CHANGE, TrainOptions
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-@dataclass
-class TrainOptions(ConfigMixin):
-    seed: int = 0  # data order, held-out selection, initialisation
-    minutes: float | None = None  # wall-clock training budget (None and no epochs: the task's default)
-    epochs: float | None = None  # or a fixed amount of work
-    batch_size: int = 64  # examples per step
-    lr: float | None = None  # peak AdamW learning rate (warm-up, cosine decay); None: the task's default
-    eval_every_minutes: float = 1.0  # dev evaluation period during training
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # training matmuls: auto (bf16 where the hardware has it) | bf16 | fp32
-    checkpoint_every_minutes: float = 5.0  # training state (train_state.pt) saved this often, on stop and at the end
-    checkpoint_every_steps: int | None = None  # and every this many steps (for tests: minutes are too coarse)
-    eval_every_steps: int | None = None  # and evaluations every this many steps (for tests: a loss curve)
-    ema_decay: float = 0.0  # weight averaging: evaluate and keep an exponential moving average of the weights
-    #                         with this decay per step (0: off); helps mid-run evaluations more than annealed ends
-
-    default_minutes = 8.0  # class attributes a task overrides (not fields)
-    default_lr = 1e-3
-
-    def __post_init__(self):
-        V.check_choice("device", self.device, DEVICES)
-        V.check_choice("precision", self.precision, PRECISIONS)
-        if self.minutes is not None and self.epochs is not None:
-            raise ValueError("give --minutes or --epochs, not both")
-        if self.minutes is None and self.epochs is None:
-            self.minutes = self.default_minutes
-        if self.lr is None:
-            self.lr = self.default_lr
-        check_ema_decay(self.ema_decay)
-        for name in ("batch_size", "lr", "eval_every_minutes", "minutes", "epochs", "checkpoint_every_minutes",
-                     "checkpoint_every_steps", "eval_every_steps"):
-            if getattr(self, name) is not None:
-                V.check_positive(name, getattr(self, name))
-
-
-@dataclass
-class Seq2SeqOptions(TrainOptions):
-    """What every encoder-decoder task shares (g2p, translate)."""
-
-    label_smoothing: float = 0.1  # regularises the output softmax
-    grad_clip: float = 1.0  # max gradient norm
-    beam_size: int = 5  # test decoding (dev evaluations during training are greedy)
-    length_penalty: float = 1.0  # beam: score / length ** penalty
-    model: str = "rnn"  # architecture: rnn | transformer | convs2s
-
-    default_lrs = {"rnn": 1e-3, "transformer": 1e-3, "convs2s": 1e-3}  # peak lr per architecture (a task overrides)
-
-    def __post_init__(self):
-        from ..models.factory import MODELS
-
-        V.check_choice("model", self.model, MODELS)
-        if self.lr is None:
-            self.lr = self.default_lrs[self.model]
-        super().__post_init__()
-        V.check_positive("beam_size", self.beam_size)
-
-
-
-#: options added after runs were first saved, with the value that gives a run saved without them its behaviour
-ADDED_OPTIONS = {"ema_decay": 0.0}
-
-#: task options a resumed run may change: where it runs and how often it saves, never what it trains
-RESUME_MAY_CHANGE = ("device", "checkpoint_every_minutes", "checkpoint_every_steps", "eval_every_steps")
+__all__ = ["RunDirectory", "TrainOptions", "ADDED_OPTIONS", "RESUME_MAY_CHANGE", "trainer_options", "run_metrics",
+           "decode_speed", "load_task_run", "resolve_device"]
 
 
 class RunDirectory:
@@ -208,21 +138,3 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return distributed.device_for(name)  # under torchrun: GPU LOCAL_RANK
-
-
-def check_options(kind: str, options: dict | None, config_cls, fixed: set[str]) -> None:
-    """Every --set KEY must be a field of the model's config (closest name proposed)."""
-    known = {f.name for f in fields(config_cls)} - fixed
-    for key in options or {}:
-        if key not in known:
-            V.check_choice(f"{kind} model option (--set KEY=VALUE)", key, sorted(known))
-
-
-def kv_heads_for(attention: str, options: dict, default_heads: int) -> dict:
-    """mha/gqa/mqa -> the model's num_kv_heads option."""
-    options = dict(options)
-    if attention == "mqa":
-        options["num_kv_heads"] = 1
-    elif attention == "gqa" and options.get("num_kv_heads") is None:
-        options["num_kv_heads"] = max(1, options.get("num_heads", default_heads) // 4)
-    return options

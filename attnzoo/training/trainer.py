@@ -39,20 +39,18 @@ import copy
 import itertools
 import logging
 import math
-import os
-import random
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
+from .signals import FAULT_ENV, StopSignals, fault_injection  # noqa: F401  (tests import FAULT_ENV from here)
+from .train_state import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +86,48 @@ class TrainResult:
 
 #: the training state's own version (inside the file's format_version): bumped when its keys change meaning
 STATE_VERSION = 1
-#: test-only fault injection: "STEP:SIGNAL" makes the process send itself SIGNAL (KILL, TERM, INT) once
-#: step STEP is done, at a step boundary (after a checkpoint due there), so a test can kill a run at a known
-#: point; "last:KILL" strikes once the last step's training state is saved, before the final evaluation
-FAULT_ENV = "ATTNZOO_TEST_SIGNAL_AT_STEP"
+
+
+@dataclass
+class _Loop:
+    """One ``fit``'s mutable state: where training is in the data, its clocks and sums, what it recorded."""
+    steps_per_epoch: int
+    budget_s: float | None  # a budget in minutes, as seconds
+    total_steps: int | None  # a budget in epochs, as steps
+    result: TrainResult
+    step: int = 0
+    epoch: int = 0
+    epoch_step: int = 0  # batches of `epoch` already trained
+    elapsed0: float = 0.0  # budget seconds used by the runs this one resumed
+    since_eval: float = 0.0  # seconds from their last evaluation to their saved state
+    loss_sum: float = 0.0  # the training loss since the last evaluation
+    loss_n: int = 0
+    items: int = 0  # trained on by this process
+    best_state: dict | None = None  # the best weights
+    start: float = 0.0  # time.monotonic() when the budget's clock started (earlier for a resumed run)
+    last_eval: float = 0.0
+    last_ckpt: float = 0.0
+    last_ckpt_step: int = 0
+    eval_seconds: float = 0.0  # spent evaluating by this process
+    tick: float = 0.0  # when this process started training (the throughput's clock)
+    done: bool = False  # the budget is spent
+    consistent: bool = True  # False inside a step: its update may be half applied
+    fault: tuple[int | None, int] | None = None  # FAULT_ENV's (step, signal)
+    place: distributed.Distributed | None = None
+    step_loss: Callable | None = None  # loss_fn, through DistributedDataParallel under torchrun
+    bar: Any = None  # the progress bar
+    signals: StopSignals | None = None
+
+    def fraction(self) -> float:
+        """The part of the budget used: in steps (epochs) or in seconds (minutes)."""
+        if self.total_steps is not None:
+            return self.step / self.total_steps
+        return (time.monotonic() - self.start) / self.budget_s
+
+    def budget_spent(self) -> bool:
+        """Whether the budget's steps or seconds are used up."""
+        return (self.total_steps is not None and self.step >= self.total_steps) or \
+            (self.budget_s is not None and time.monotonic() - self.start >= self.budget_s)
 
 
 def check_ema_decay(decay: float) -> None:
@@ -99,60 +135,6 @@ def check_ema_decay(decay: float) -> None:
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"ema_decay must be in [0, 1) (0 turns weight averaging off; 0.999 averages over about "
                          f"the last 1,000 steps), got {decay}")
-
-
-def rng_state() -> dict:
-    """Every random generator training draws from, as tensors and lists (weights_only=True loads them)."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    return {"torch": torch.get_rng_state(),
-            "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() and torch.cuda.is_initialized()
-            else [],
-            "python": [version, list(internal), gauss],
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-
-
-def _fault_injection() -> tuple[int | None, int] | None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return None
-    step, name = spec.split(":")
-    return None if step == "last" else int(step), getattr(signal, "SIG" + name.upper().removeprefix("SIG"))
-
-
-class _StopSignals:
-    """While training: the first SIGINT or a SIGTERM asks the loop to stop at the next step boundary."""
-
-    def __init__(self):
-        self.stop: str | None = None
-        self.previous: dict = {}
-
-    def _handle(self, signum, frame):
-        if signum == signal.SIGINT and self.stop is not None:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        self.stop = signal.Signals(signum).name
-        log.warning("%s: stopping at the end of this step, then saving and evaluating%s", self.stop,
-                    " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def autocast(model: nn.Module, dtype: torch.dtype | None):
@@ -269,214 +251,234 @@ class Trainer:
         """Train within the budget; ``resume``: a state that ``on_checkpoint`` received, to continue from."""
         budget_s = None if self.budget.minutes is None else self.budget.minutes * 60
         total_steps = None if self.budget.epochs is None else max(1, int(self.budget.epochs * steps_per_epoch))
-        result = TrainResult(unit=self.unit)
-        best_state = None
-        step, epoch, epoch_step = 0, 0, 0  # epoch_step: batches of `epoch` already trained
-        elapsed0 = since_eval = 0.0
-        loss_sum, loss_n, items = 0.0, 0, 0
-        if resume is not None:
-            if resume.get("state_version") != STATE_VERSION:
-                raise ValueError(f"resume: a training state of version {resume.get('state_version')!r}, this "
-                                 f"attnzoo continues version {STATE_VERSION}; start the run again")
-            if resume["steps_per_epoch"] != steps_per_epoch:
-                raise ValueError(f"resume: the run had {resume['steps_per_epoch']} steps per epoch, now "
-                                 f"{steps_per_epoch}: its data or batch size changed, so its data order cannot "
-                                 "be followed; start the run again")
-            self.model.load_state_dict(resume["model"])
-            if self.ema is not None:  # a state saved without averaging starts the average from its weights
-                for k, v in (resume.get("ema") or self._live).items():
-                    self.ema[k].copy_(v)
-            # a copy: the optimizer would otherwise update the caller's tensors in place
-            self.optimizer.load_state_dict(copy.deepcopy(resume["optimizer"]))
-            step, epoch, epoch_step = resume["step"], resume["epoch"], resume["epoch_step"]
-            elapsed0, since_eval = resume["elapsed"], resume["since_eval"]
-            loss_sum, loss_n = resume["loss_sum"], resume["loss_n"]
-            result.records = list(resume["records"])
-            result.best = resume["best_record"]
-            best_state = resume["best"]
-            result.resumed_from = step
-            set_rng_state(resume["rng"])
-            if resume["finished"]:  # training had ended (killed while testing or reporting): nothing to train
-                result.steps, result.train_seconds = step, elapsed0
-                self.model.load_state_dict(best_state if best_state is not None else resume["model"])
-                return result
-            log.info("resuming at step %d (epoch %d, batch %d of it, %.0f s of the budget used)", step, epoch,
-                     epoch_step, elapsed0)
-        start = time.monotonic() - elapsed0
-        last_eval, last_ckpt = time.monotonic() - since_eval, time.monotonic()
-        last_ckpt_step = step
-        eval_seconds = 0.0
-        fault = _fault_injection()
-        place = distributed.current()
-        step_loss = distributed.wrap(self.model, loss_fn)  # loss_fn itself on one process
-        bar = tqdm(total=total_steps or int(budget_s), initial=step if total_steps else int(elapsed0),
-                   unit="step" if total_steps else "s", disable=True if not place.is_main else
-                   self.progress is False if self.progress is not None else None, dynamic_ncols=True, leave=True)
-        done = False
-        consistent = True  # False inside a step: its update may be half applied
-
-        def fraction() -> float:
-            if total_steps is not None:
-                return step / total_steps
-            return (time.monotonic() - start) / budget_s
-
-        def budget_spent() -> bool:
-            return (total_steps is not None and step >= total_steps) or \
-                (budget_s is not None and time.monotonic() - start >= budget_s)
-
-        def state(finished: bool) -> dict:
-            now = time.monotonic()
-            return {"state_version": STATE_VERSION, "step": step, "epoch": epoch, "epoch_step": epoch_step,
-                    "steps_per_epoch": steps_per_epoch, "elapsed": now - start, "since_eval": now - last_eval,
-                    "loss_sum": loss_sum, "loss_n": loss_n, "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(), "best": best_state, "best_record": result.best,
-                    "records": list(result.records), "rng": rng_state(), "finished": finished,
-                    "ema": None if self.ema is None else {k: v.clone() for k, v in self.ema.items()}}
-
-        def checkpoint(finished: bool = False) -> None:
-            nonlocal last_ckpt, last_ckpt_step
-            if self.on_checkpoint is not None and place.is_main:
-                self.on_checkpoint(state(finished))
-            last_ckpt, last_ckpt_step = time.monotonic(), step
-
-        def inject(signals) -> None:  # test-only (FAULT_ENV)
-            os.kill(os.getpid(), fault[1])
-            for _ in range(1000):  # let the handler run (the signal may wake another thread first)
-                if signals.stop is not None:
-                    break
-                time.sleep(0.001)
-
-        def run_eval(final: bool) -> None:
-            nonlocal best_state, last_eval, loss_sum, loss_n, eval_seconds
-            train_loss = loss_sum / max(loss_n, 1)
-            if place.enabled:  # every process takes part: the loss of the whole batches
-                mean_sum, mean_n = distributed.mean_over_processes(loss_sum, loss_n)
-                train_loss = mean_sum / max(mean_n, 1)
-                if not place.is_main:
-                    loss_sum, loss_n, last_eval = 0.0, 0, time.monotonic()
-                    return
-            t0 = time.monotonic()
-            self.model.eval()
-            metrics = self.evaluate(self.model)
-            # with averaging: the raw weights' score above, then the average's, which is kept and checkpointed
-            with self._averaged():
-                if self.ema is not None:
-                    metrics = {**self.evaluate(self.model), f"raw_{self.primary}": metrics[self.primary]}
-                self.model.train()
-                eval_seconds += time.monotonic() - t0
-                record = {"step": step, "epoch": round(step / steps_per_epoch, 3),
-                          "seconds": round(time.monotonic() - start, 1),
-                          "train_loss": round(train_loss, 4),
-                          "lr": self.optimizer.param_groups[0]["lr"], **metrics}
-                loss_sum, loss_n = 0.0, 0
-                value = metrics[self.primary]
-                is_best = result.best is None or (value > result.best[self.primary] if self.higher_is_better
-                                                  else value < result.best[self.primary])
-                if is_best:
-                    result.best = record
-                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                result.records.append(record)
-                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                   for k, v in record.items()))
-                if self.on_record is not None:
-                    self.on_record(record, is_best)
-            last_eval = time.monotonic()
-
-        self.model.train()
-        tick = time.monotonic()
-        with _StopSignals() as signals:
-            try:
-                done = budget_spent()  # a run resumed after its last step but before its final evaluation
-                while not done:
-                    # the same batches as an uninterrupted run: those of this epoch already trained are skipped
-                    for batch in itertools.islice(batches(epoch), epoch_step, None):
-                        if place.enabled:
-                            if distributed.batch_size(batch) < place.world_size:
-                                epoch_step += 1  # too small to give every process a part (all skip it)
-                                continue
-                            batch = distributed.shard(batch, place)  # this process's part
-                        consistent = False
-                        for g in self.optimizer.param_groups:
-                            g["lr"] = self.lr_at(fraction())
-                        with autocast(self.model, self.autocast_dtype):
-                            loss, n_items = step_loss(self.model, batch)
-                        if not torch.isfinite(loss):
-                            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
-                                                     "lower --lr or check the data")
-                        self.optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if self.grad_clip:
-                            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-                        self.optimizer.step()
-                        step += 1
-                        if self.ema is not None:
-                            self._ema_update(step)
-                        epoch_step += 1
-                        loss_sum += loss.item()
-                        loss_n += 1
-                        items += n_items * place.world_size
-                        consistent = True
-                        now = time.monotonic()
-                        elapsed = now - start
-                        if total_steps is not None:
-                            bar.update(1)
-                        elif int(elapsed) > bar.n:  # the bar counts budget seconds
-                            bar.update(int(elapsed) - bar.n)
-                        if step % 10 == 0:
-                            rate = items / max(now - tick - 0.0, 1e-9)
-                            bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}",
-                                            rate=f"{rate:.0f} {self.unit}/s",
-                                            epoch=f"{step / steps_per_epoch:.2f}", refresh=False)
-                        spent, stopping = budget_spent(), signals.stop is not None
-                        eval_due = now - last_eval >= self.eval_every or bool(
-                            self.eval_every_steps and step % self.eval_every_steps == 0)
-                        ckpt_due = bool(self.checkpoint_every_steps and step - last_ckpt_step >=
-                                        self.checkpoint_every_steps) or now - last_ckpt >= self.checkpoint_every
-                        if place.enabled:  # the clocks and signals of all processes: all act at the same step
-                            spent, stopping, eval_due, ckpt_due = distributed.agree(spent, stopping, eval_due,
-                                                                                    ckpt_due)
-                            if stopping and signals.stop is None:
-                                signals.stop = "SIGTERM"  # another process was stopped
-                        if spent:
-                            done = True
-                            break
-                        if stopping:
-                            break
-                        if eval_due:
-                            run_eval(final=False)
-                        if ckpt_due:
-                            checkpoint()
-                        if fault is not None and step == fault[0]:
-                            inject(signals)
-                        if signals.stop is not None and not place.enabled:  # (several: at the next step)
-                            break
-                    else:  # the epoch is over
-                        epoch, epoch_step = epoch + 1, 0
-                        continue
-                    break  # stopped by a signal, or the budget is spent
-            except KeyboardInterrupt:
-                signals.stop = "SIGINT"
-                log.warning("interrupted at step %d: evaluating and saving what was trained so far", step)
-            if signals.stop is not None:
-                result.interrupted, result.stopped_by = True, signals.stop
-            bar.close()
-            result.steps = step
-            if consistent:
-                checkpoint()  # at once: a kill during the final evaluation loses no training
-            else:
-                log.warning("interrupted inside step %d: the training state saved last is kept", step + 1)
-            if fault is not None and done and fault[0] in (step, None) and fault[1] == signal.SIGKILL:
-                inject(signals)  # the last step: killed once its state is saved, before the final evaluation
+        loop = _Loop(steps_per_epoch, budget_s, total_steps, TrainResult(unit=self.unit))
+        if resume is not None and self._resume(loop, resume):
+            return loop.result  # training had ended: nothing to train
+        self._start(loop, loss_fn)
+        with StopSignals() as loop.signals:
+            self._train(loop, batches)
+            self._end_training(loop)
         # from here on Ctrl-C and SIGTERM act as usual: the state above is safe, a resumed run starts here
-        result.train_seconds = time.monotonic() - start
-        result.items = items
-        if items:
-            result.items_per_second = items / max(time.monotonic() - tick - eval_seconds, 1e-9)
-        run_eval(final=True)
-        if not place.is_main:
-            raise distributed.WorkerFinished(f"rank {place.rank}: training done at step {step}")
-        if consistent:
-            checkpoint(finished=not result.interrupted)
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+        return self._finish(loop)
+
+    def _resume(self, loop: _Loop, resume: dict) -> bool:
+        """Load a saved training state into the model, optimizer, average and ``loop``; True if it had finished."""
+        if resume.get("state_version") != STATE_VERSION:
+            raise ValueError(f"resume: a training state of version {resume.get('state_version')!r}, this "
+                             f"attnzoo continues version {STATE_VERSION}; start the run again")
+        if resume["steps_per_epoch"] != loop.steps_per_epoch:
+            raise ValueError(f"resume: the run had {resume['steps_per_epoch']} steps per epoch, now "
+                             f"{loop.steps_per_epoch}: its data or batch size changed, so its data order cannot "
+                             "be followed; start the run again")
+        self.model.load_state_dict(resume["model"])
+        if self.ema is not None:  # a state saved without averaging starts the average from its weights
+            for k, v in (resume.get("ema") or self._live).items():
+                self.ema[k].copy_(v)
+        # a copy: the optimizer would otherwise update the caller's tensors in place
+        self.optimizer.load_state_dict(copy.deepcopy(resume["optimizer"]))
+        loop.step, loop.epoch, loop.epoch_step = resume["step"], resume["epoch"], resume["epoch_step"]
+        loop.elapsed0, loop.since_eval = resume["elapsed"], resume["since_eval"]
+        loop.loss_sum, loop.loss_n = resume["loss_sum"], resume["loss_n"]
+        loop.result.records = list(resume["records"])
+        loop.result.best = resume["best_record"]
+        loop.best_state = resume["best"]
+        loop.result.resumed_from = loop.step
+        set_rng_state(resume["rng"])
+        if resume["finished"]:  # training had ended (killed while testing or reporting): nothing to train
+            loop.result.steps, loop.result.train_seconds = loop.step, loop.elapsed0
+            self.model.load_state_dict(loop.best_state if loop.best_state is not None else resume["model"])
+            return True
+        log.info("resuming at step %d (epoch %d, batch %d of it, %.0f s of the budget used)", loop.step, loop.epoch,
+                 loop.epoch_step, loop.elapsed0)
+        return False
+
+    def _start(self, loop: _Loop, loss_fn: Callable) -> None:
+        """Start the clocks (a resumed run's where they were), the processes' loss, the progress bar."""
+        loop.start = time.monotonic() - loop.elapsed0
+        loop.last_eval, loop.last_ckpt = time.monotonic() - loop.since_eval, time.monotonic()
+        loop.last_ckpt_step = loop.step
+        loop.fault = fault_injection()
+        loop.place = place = distributed.current()
+        loop.step_loss = distributed.wrap(self.model, loss_fn)  # loss_fn itself on one process
+        steps = loop.total_steps
+        loop.bar = tqdm(total=steps or int(loop.budget_s), initial=loop.step if steps else int(loop.elapsed0),
+                        unit="step" if steps else "s", disable=True if not place.is_main else
+                        self.progress is False if self.progress is not None else None, dynamic_ncols=True,
+                        leave=True)
+        self.model.train()
+        loop.tick = time.monotonic()
+
+    def _train(self, loop: _Loop, batches: Callable[[int], Iterable]) -> None:
+        """Train epoch after epoch until the budget is spent or a signal stops it."""
+        try:
+            loop.done = loop.budget_spent()  # a run resumed after its last step but before its final evaluation
+            while not loop.done and self._train_epoch(loop, batches):
+                loop.epoch, loop.epoch_step = loop.epoch + 1, 0
+        except KeyboardInterrupt:
+            loop.signals.stop = "SIGINT"
+            log.warning("interrupted at step %d: evaluating and saving what was trained so far", loop.step)
+
+    def _train_epoch(self, loop: _Loop, batches: Callable[[int], Iterable]) -> bool:
+        """Train on the rest of epoch ``loop.epoch``: True once it is over, False when training stops in it."""
+        place = loop.place
+        # the same batches as an uninterrupted run: those of this epoch already trained are skipped
+        for batch in itertools.islice(batches(loop.epoch), loop.epoch_step, None):
+            if place.enabled:
+                if distributed.batch_size(batch) < place.world_size:
+                    loop.epoch_step += 1  # too small to give every process a part (all skip it)
+                    continue
+                batch = distributed.shard(batch, place)  # this process's part
+            self._step(loop, batch)
+            if self._after_step(loop):
+                return False  # stopped by a signal, or the budget is spent
+        return True
+
+    def _step(self, loop: _Loop, batch) -> None:
+        """One optimizer step on ``batch`` (this process's part), the average and the counts following it."""
+        loop.consistent = False
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr_at(loop.fraction())
+        with autocast(self.model, self.autocast_dtype):
+            loss, n_items = loop.step_loss(self.model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {loop.step}; "
+                                     "lower --lr or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        loop.step += 1
+        if self.ema is not None:
+            self._ema_update(loop.step)
+        loop.epoch_step += 1
+        loop.loss_sum += loss.item()
+        loop.loss_n += 1
+        loop.items += n_items * loop.place.world_size
+        loop.consistent = True
+
+    def _after_step(self, loop: _Loop) -> bool:
+        """At a step boundary: the progress bar, then the evaluation, checkpoint or fault due; True to stop."""
+        now = time.monotonic()
+        self._show_progress(loop, now)
+        signals = loop.signals
+        spent, stopping = loop.budget_spent(), signals.stop is not None
+        eval_due = now - loop.last_eval >= self.eval_every or bool(
+            self.eval_every_steps and loop.step % self.eval_every_steps == 0)
+        ckpt_due = bool(self.checkpoint_every_steps and loop.step - loop.last_ckpt_step >=
+                        self.checkpoint_every_steps) or now - loop.last_ckpt >= self.checkpoint_every
+        if loop.place.enabled:  # the clocks and signals of all processes: all act at the same step
+            spent, stopping, eval_due, ckpt_due = distributed.agree(spent, stopping, eval_due, ckpt_due)
+            if stopping and signals.stop is None:
+                signals.stop = "SIGTERM"  # another process was stopped
+        if spent:
+            loop.done = True
+            return True
+        if stopping:
+            return True
+        if eval_due:
+            self._evaluate(loop)
+        if ckpt_due:
+            self._checkpoint(loop)
+        if loop.fault is not None and loop.step == loop.fault[0]:
+            signals.inject(loop.fault[1])
+        return signals.stop is not None and not loop.place.enabled  # (several: at the next step)
+
+    def _show_progress(self, loop: _Loop, now: float) -> None:
+        """Move the progress bar (steps, or budget seconds) and every 10 steps show the loss and rate."""
+        bar = loop.bar
+        elapsed = now - loop.start
+        if loop.total_steps is not None:
+            bar.update(1)
+        elif int(elapsed) > bar.n:  # the bar counts budget seconds
+            bar.update(int(elapsed) - bar.n)
+        if loop.step % 10 == 0:
+            rate = loop.items / max(now - loop.tick - 0.0, 1e-9)
+            bar.set_postfix(loss=f"{loop.loss_sum / max(loop.loss_n, 1):.3f}", rate=f"{rate:.0f} {self.unit}/s",
+                            epoch=f"{loop.step / loop.steps_per_epoch:.2f}", refresh=False)
+
+    def _evaluate(self, loop: _Loop) -> None:
+        """Evaluate (rank 0; with averaging, the raw weights then the average) and record the result."""
+        train_loss = loop.loss_sum / max(loop.loss_n, 1)
+        if loop.place.enabled:  # every process takes part: the loss of the whole batches
+            mean_sum, mean_n = distributed.mean_over_processes(loop.loss_sum, loop.loss_n)
+            train_loss = mean_sum / max(mean_n, 1)
+            if not loop.place.is_main:
+                loop.loss_sum, loop.loss_n, loop.last_eval = 0.0, 0, time.monotonic()
+                return
+        t0 = time.monotonic()
+        self.model.eval()
+        metrics = self.evaluate(self.model)
+        # with averaging: the raw weights' score above, then the average's, which is kept and checkpointed
+        with self._averaged():
+            if self.ema is not None:
+                metrics = {**self.evaluate(self.model), f"raw_{self.primary}": metrics[self.primary]}
+            self.model.train()
+            loop.eval_seconds += time.monotonic() - t0
+            self._record(loop, metrics, train_loss)
+        loop.last_eval = time.monotonic()
+
+    def _record(self, loop: _Loop, metrics: dict, train_loss: float) -> None:
+        """Keep an evaluation's record (and the weights, when best), show it and pass it to ``on_record``."""
+        result = loop.result
+        record = {"step": loop.step, "epoch": round(loop.step / loop.steps_per_epoch, 3),
+                  "seconds": round(time.monotonic() - loop.start, 1),
+                  "train_loss": round(train_loss, 4),
+                  "lr": self.optimizer.param_groups[0]["lr"], **metrics}
+        loop.loss_sum, loop.loss_n = 0.0, 0
+        value = metrics[self.primary]
+        is_best = result.best is None or (value > result.best[self.primary] if self.higher_is_better
+                                          else value < result.best[self.primary])
+        if is_best:
+            result.best = record
+            loop.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        result.records.append(record)
+        loop.bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if self.on_record is not None:
+            self.on_record(record, is_best)
+
+    def _state(self, loop: _Loop, finished: bool) -> dict:
+        """The whole training state, for ``on_checkpoint`` and ``fit(resume=...)``."""
+        now = time.monotonic()
+        return {"state_version": STATE_VERSION, "step": loop.step, "epoch": loop.epoch, "epoch_step": loop.epoch_step,
+                "steps_per_epoch": loop.steps_per_epoch, "elapsed": now - loop.start,
+                "since_eval": now - loop.last_eval, "loss_sum": loop.loss_sum, "loss_n": loop.loss_n,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "best": loop.best_state,
+                "best_record": loop.result.best, "records": list(loop.result.records), "rng": rng_state(),
+                "finished": finished, "ema": None if self.ema is None else {k: v.clone() for k, v in self.ema.items()}}
+
+    def _checkpoint(self, loop: _Loop, finished: bool = False) -> None:
+        """Pass the training state to ``on_checkpoint`` (rank 0) and restart the checkpoint clocks."""
+        if self.on_checkpoint is not None and loop.place.is_main:
+            self.on_checkpoint(self._state(loop, finished))
+        loop.last_ckpt, loop.last_ckpt_step = time.monotonic(), loop.step
+
+    def _end_training(self, loop: _Loop) -> None:
+        """Training over: note the signal that stopped it, close the bar, save the state at once."""
+        result, signals, fault = loop.result, loop.signals, loop.fault
+        if signals.stop is not None:
+            result.interrupted, result.stopped_by = True, signals.stop
+        loop.bar.close()
+        result.steps = loop.step
+        if loop.consistent:
+            self._checkpoint(loop)  # at once: a kill during the final evaluation loses no training
+        else:
+            log.warning("interrupted inside step %d: the training state saved last is kept", loop.step + 1)
+        if fault is not None and loop.done and fault[0] in (loop.step, None) and fault[1] == signal.SIGKILL:
+            signals.inject(fault[1])  # the last step: killed once its state is saved, before the final evaluation
+
+    def _finish(self, loop: _Loop) -> TrainResult:
+        """The final evaluation and training state, the best weights loaded, the result."""
+        result = loop.result
+        result.train_seconds = time.monotonic() - loop.start
+        result.items = loop.items
+        if loop.items:
+            result.items_per_second = loop.items / max(time.monotonic() - loop.tick - loop.eval_seconds, 1e-9)
+        self._evaluate(loop)
+        if not loop.place.is_main:
+            raise distributed.WorkerFinished(f"rank {loop.place.rank}: training done at step {loop.step}")
+        if loop.consistent:
+            self._checkpoint(loop, finished=not result.interrupted)
+        if loop.best_state is not None:
+            self.model.load_state_dict(loop.best_state)
         return result

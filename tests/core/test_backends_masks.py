@@ -192,12 +192,13 @@ def test_auto_materialises_on_cuda_while_the_gpu_has_room(monkeypatch):
     import importlib
 
     attend_module = importlib.import_module("attnzoo.core.attend")  # the module, not the function
+    budget_module = importlib.import_module("attnzoo.core.budget")
     from attnzoo.positions import ALiBi
 
-    monkeypatch.setattr(attend_module, "_cuda_memory", lambda index: 80 * 2 ** 30)  # an 80 GiB card
+    monkeypatch.setattr(budget_module, "_cuda_memory", lambda index: 80 * 2 ** 30)  # an 80 GiB card
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert attend_module.materialise_budget(cuda) == 5 * 2 ** 30
-    assert attend_module.materialise_budget(cpu) == attend_module.CHUNKED_AUTO_BYTES
+    assert budget_module.materialise_budget(cuda) == 5 * 2 ** 30
+    assert budget_module.materialise_budget(cpu) == budget_module.CHUNKED_AUTO_BYTES
     dot, additive = ScaledDotScore(), AdditiveScore(8, 8)
     choose = attend_module.choose_backend
     mid, huge = (1, 8, 4096, 4096), (8, 16, 16384, 16384)  # 512 MiB and 128 GiB of float32 scores

@@ -13,6 +13,7 @@ from attnzoo.positions.alibi import ALiBi
 from attnzoo.positions.t5 import T5RelativeBias
 
 attend_module = importlib.import_module("attnzoo.core.attend")  # the module (attnzoo.core.attend is the function)
+budget_module = importlib.import_module("attnzoo.core.budget")
 B, H, L, S, D, E = 2, 3, 5, 11, 6, 4
 
 
@@ -137,7 +138,7 @@ def test_backward_memory_grows_with_the_block_not_with_l_times_s():
 def test_auto_picks_chunked_only_when_the_weights_would_be_large(monkeypatch):
     additive = AdditiveScore(4, 4, 4)
     assert choose_backend("auto", additive, "softmax", False, None, 0.0, (1, 1, 8, 8)) == "eager"
-    monkeypatch.setattr(attend_module, "CHUNKED_AUTO_BYTES", 100)
+    monkeypatch.setattr(budget_module, "CHUNKED_AUTO_BYTES", 100)
     assert choose_backend("auto", additive, "softmax", False, None, 0.0, (1, 1, 8, 8)) == "chunked"
     assert choose_backend("auto", additive, "softmax", True, None, 0.0, (1, 1, 8, 8)) == "eager"
     assert choose_backend("auto", DotScore(), "softmax", False, None, 0.0, (1, 1, 8, 8)) == "sdpa"

@@ -443,8 +443,8 @@ def case_location_helpers():
 #: public name -> the case that exercises it (a case may cover several names)
 CASES = {
     "attnzoo.core.attend.attend": case_attend,
-    "attnzoo.core.capture.capture": case_capture, "attnzoo.core.capture.Capture.last": case_capture,
-    "attnzoo.core.capture.Capture.record": case_capture,
+    "attnzoo.mechanisms.capture.capture": case_capture, "attnzoo.mechanisms.capture.Capture.last": case_capture,
+    "attnzoo.mechanisms.capture.Capture.record": case_capture,
     **{f"attnzoo.core.masks.{n}": case_masks for n in ("padding_mask", "causal", "sliding_window", "padding",
                                                        "and_masks", "or_masks", "not_mask", "create_mask")},
     "attnzoo.core.dropout.dropout": case_dropout, "attnzoo.core.dropout.Dropout.forward": case_dropout,
@@ -504,9 +504,9 @@ EXEMPT = {
     "attnzoo.core.attend.AttentionOutput": "a result container",
     "attnzoo.core.attend.choose_backend": "takes names and sizes, no tensors",
     "attnzoo.core.dropout.keep_mask": "takes a shape and a rate, no tensors",
-    "attnzoo.core.capture.Capture.items": "reads the recorded maps, takes no tensor",
+    "attnzoo.mechanisms.capture.Capture.items": "reads the recorded maps, takes no tensor",
     "attnzoo.registry.create": "builds a module from sizes", "attnzoo.registry.mechanisms": "lists names",
-    "attnzoo.registry.MechanismInfo": "registry metadata",
+    "attnzoo.mechanisms.registry.MechanismInfo": "registry metadata",
     "attnzoo.core.masks.causal_mask": "takes sizes", "attnzoo.core.masks.sliding_window_mask": "takes sizes",
     "attnzoo.core.masks.index_grid": "takes sizes",
     "attnzoo.positions.alibi.alibi": "a factory (its ALiBi is checked)",
@@ -539,8 +539,14 @@ EXEMPT = {
     "attnzoo.models.convs2s.ConvS2SConfig": "a config",
     "attnzoo.mechanisms.convolutional.ConvCache": "appended to by design, as KVCache (the documented exception)",
     "attnzoo.mechanisms.convolutional.LightweightConv.new_cache": "takes no tensors",
-    "attnzoo.runs.load": "takes a path", "attnzoo.runs.Run.predict": "texts or images into a trained run's predictor "
-    "(tests/test_load.py)",
+    "attnzoo.lab.load": "takes a path", "attnzoo.lab.Run.predict": "texts or images into a trained run's predictor "
+    "(tests/test_load.py)", "attnzoo.lab.Run.attention": "one text or image into a trained run's predictor",
+    "attnzoo.lab.Run.evaluate": "takes a split name", "attnzoo.lab.Run.report": "no arguments",
+    "attnzoo.lab.train": "takes names and numbers", "attnzoo.compare.compare": "takes names and numbers",
+    "attnzoo.compare.Comparison.table": "no arguments", "attnzoo.compare.Comparison.to_html": "no arguments",
+    "attnzoo.compare.Comparison.to_json": "no arguments",
+    "attnzoo.models.options.check_options": "takes names", "attnzoo.models.options.kv_heads_for": "takes a dict of "
+    "options and returns a new one",
 }
 SKIP_METHODS = {"extra_repr", "num_parameters", "from_dict", "to_dict", "reset"}
 

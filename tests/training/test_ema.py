@@ -166,10 +166,11 @@ def test_a_decay_outside_zero_one_is_refused_naming_it(decay):
 
 
 def test_averaging_is_off_by_default_and_the_command_line_sets_it():
-    from attnzoo.cli import _common, build_parser
-    from attnzoo.tasks.g2p import G2PConfig
+    from attnzoo import lab
+    from attnzoo.cli import build_parser
+    from attnzoo.cli.parser import given
 
-    args = build_parser().parse_args(["train", "g2p", "--model", "transformer", "--ema", "0.99"])
-    assert G2PConfig(model="transformer", **_common(args, 256)).ema_decay == 0.99
-    args = build_parser().parse_args(["train", "g2p", "--model", "transformer"])
-    assert G2PConfig(model="transformer", **_common(args, 256)).ema_decay == 0.0
+    parser, _ = build_parser()
+    for argv, decay in ((["--ema", "0.99"], 0.99), ([], 0.0)):
+        args = parser.parse_args(["train", "g2p", "--model", "transformer", *argv])
+        assert lab.plan("g2p", model="transformer", **given(args, args.config_flags)).config.ema_decay == decay
