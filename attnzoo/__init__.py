@@ -12,16 +12,17 @@
     board = attnzoo.compare("g2p", ["additive", "dot"], minutes=2)
 """
 
-from .core import AttentionOutput, attend
-from .mechanisms.capture import Capture, capture
-from .core.kv_cache import KVCache
-from .mechanisms import AttentionState, MultiHeadAttention, SelfAttention, StepAttention
-from .registry import MechanismInfo, create, mechanisms
 from .compare import Comparison, compare
+from .core import AttentionOutput, attend
+from .core.kv_cache import KVCache
 from .lab import Run, load, train
+from .mechanisms import AttentionState, MultiHeadAttention, SelfAttention, StepAttention
+from .mechanisms.capture import Capture, capture
+from .registry import MechanismInfo, create, mechanisms
 
 __version__ = "0.1.0"
 __all__ = ["attend", "AttentionOutput", "create", "mechanisms", "MechanismInfo", "AttentionState",
-           "StepAttention", "MultiHeadAttention", "SelfAttention", "KVCache", "capture", "Capture", "load", "Run", "train",
+           "StepAttention", "MultiHeadAttention", "SelfAttention", "KVCache", "capture", "Capture", "load", "Run",
+           "train",
            "compare", "Comparison",
            "__version__"]

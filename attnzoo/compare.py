@@ -35,9 +35,10 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import lab
 from .core import validate as V

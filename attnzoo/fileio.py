@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 
 def atomic_write_bytes(path: str | os.PathLike, write: Callable[[BinaryIO], object], mode: int | None = None) -> None:

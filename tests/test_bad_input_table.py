@@ -16,10 +16,10 @@ import io
 import os
 import pickle
 import sys
+from collections.abc import Callable
 from contextlib import redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -27,11 +27,11 @@ import torch
 import attnzoo
 from attnzoo import KVCache, MultiHeadAttention, attend
 from attnzoo.cli import main
+from attnzoo.mechanisms.visual import doubly_stochastic_penalty
+from attnzoo.models.captioner import Captioner, CaptionerConfig
 from attnzoo.models.factory import build_seq2seq
 from attnzoo.models.lm import DecoderLM, LMConfig
-from attnzoo.models.captioner import Captioner, CaptionerConfig
 from attnzoo.models.vit import ViT, ViTConfig
-from attnzoo.mechanisms.visual import doubly_stochastic_penalty
 from attnzoo.training.metrics import box_attention_share
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -384,7 +384,8 @@ CASES = [
     Case("SE/CBAM/non-local: a feature map with the wrong channels",
          lambda tmp, mp: attnzoo.create("se", channels=8)(t(2, 4, 5, 5)), ValueError,
          "x must have shape (B, 8, H, W) (channels=8), got (2, 4, 5, 5)"),
-    Case("non-local: an empty feature map (H = 0)", lambda tmp, mp: attnzoo.create("nonlocal", channels=4)(t(2, 4, 0, 5)),
+    Case("non-local: an empty feature map (H = 0)",
+         lambda tmp, mp: attnzoo.create("nonlocal", channels=4)(t(2, 4, 0, 5)),
          ValueError, "x must have at least one position"),
     Case("`doubly_stochastic_penalty`: a key_mask of the wrong length",
          lambda tmp, mp: doubly_stochastic_penalty(t(2, 3, 5), bool_mask(2, 4)), ValueError,

@@ -4,13 +4,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import attnzoo
 from attnzoo.cli import main
-from attnzoo.data.digits import StripConfig, make_data
+from attnzoo.data.digits import make_data
 from attnzoo.tasks import caption
 from attnzoo.training.metrics import box_attention_share, word_accuracy
 

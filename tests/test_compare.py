@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from attnzoo.cli import main
-from attnzoo.compare import Row, attention_examples, leaderboard, format_board, parse_mechanisms
+from attnzoo.compare import Row, attention_examples, format_board, leaderboard, parse_mechanisms
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli_errors import edit_json, tiny_g2p_run  # noqa: E402

@@ -6,11 +6,19 @@ does not shadow a submodule of the same name.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from .contenders import (Factory, additive_contenders, alibi_contenders, decode_contenders, dropout_contenders,
-                         mha_infer_contenders, mha_train_contenders, weights_contenders)
+from .contenders import (
+    Factory,
+    additive_contenders,
+    alibi_contenders,
+    decode_contenders,
+    dropout_contenders,
+    mha_infer_contenders,
+    mha_train_contenders,
+    weights_contenders,
+)
 
 
 @dataclass

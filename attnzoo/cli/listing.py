@@ -44,7 +44,8 @@ def _columns(rows: list[tuple[str, ...]]) -> str:
 
 
 def mechanisms(args) -> str:
-    from ..registry import FAMILIES, mechanisms as infos_of
+    from ..registry import FAMILIES
+    from ..registry import mechanisms as infos_of
 
     if args.family is not None:
         V.check_choice("family", args.family, FAMILIES)

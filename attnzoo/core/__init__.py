@@ -3,8 +3,18 @@
 from .attend import BACKENDS, AttentionOutput, attend, choose_backend
 from .dropout import Dropout, dropout, keep_mask
 from .kv_cache import KVCache
-from .masks import (and_masks, causal, causal_mask, create_mask, not_mask, or_masks, padding,
-                    padding_mask, sliding_window, sliding_window_mask)
+from .masks import (
+                    and_masks,
+                    causal,
+                    causal_mask,
+                    create_mask,
+                    not_mask,
+                    or_masks,
+                    padding,
+                    padding_mask,
+                    sliding_window,
+                    sliding_window_mask,
+)
 from .normalize import NORMALIZERS, softmax, sparsemax
 from .scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score
 

@@ -41,23 +41,22 @@ length, S key length, D query/key size, E value size. Inputs are either 4-D
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import validate as V
 from . import capture as _capture
+from . import validate as V
+from .budget import CHUNKED_AUTO_BYTES, CUDA_MATERIALISE_SHARE, materialise_budget  # noqa: F401
 from .chunked import chunked_attention
 from .dropout import dropout
-from .tiled import tiled_attention
 from .masks import causal_mask, index_grid
-from .budget import CHUNKED_AUTO_BYTES, CUDA_MATERIALISE_SHARE, materialise_budget  # noqa: F401
 from .normalize import NORMALIZERS
 from .scores import Score, resolve_score
+from .tiled import tiled_attention
 
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 BACKENDS = ("auto", "eager", "sdpa", "chunked", "tiled")

@@ -9,8 +9,9 @@ core knows nothing of modules or mechanisms; the hooks live above them.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Protocol
+from typing import Protocol
 
 from torch import Tensor
 
@@ -21,7 +22,7 @@ class Recorder(Protocol):
     def record(self, weights: Tensor) -> None: ...
 
 
-_ACTIVE: contextvars.ContextVar["Recorder | None"] = contextvars.ContextVar("attnzoo_capture", default=None)
+_ACTIVE: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("attnzoo_capture", default=None)
 
 
 def active() -> Recorder | None:

@@ -85,7 +85,7 @@ class _Spec:
         self.causal, self.query_offset, self.block, self.n_params = causal, query_offset, block, n_params
 
 
-def _first_row(spec: "_Spec", j0: int) -> int:
+def _first_row(spec: _Spec, j0: int) -> int:
     """With causal masking, queries before this row see no key of the block starting at j0: skip them."""
     return max(0, j0 - spec.query_offset) if spec.causal else 0
 

@@ -82,7 +82,7 @@ class KVCache:
         _check_kv(k, v)
         self._k, self._v, self.length, self.static = k, v, k.shape[-2], True
 
-    def index_select_(self, index: Tensor) -> "KVCache":
+    def index_select_(self, index: Tensor) -> KVCache:
         """Reorder or repeat the batch rows in place (beam search)."""
         V.check_tensor("index", index)
         if self._k is not None:

@@ -19,7 +19,7 @@ Shape legend: B batch, H heads, L query length, S key length.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -204,7 +204,7 @@ class CosineScore(Score):
 BUILTIN_SCORES = {"dot": DotScore, "scaled_dot": ScaledDotScore}
 
 
-def resolve_score(score: "str | Score", scale: float | None = None) -> Score:
+def resolve_score(score: str | Score, scale: float | None = None) -> Score:
     if isinstance(score, Score):
         return score
     if isinstance(score, str):

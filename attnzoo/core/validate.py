@@ -12,7 +12,7 @@ import difflib
 import math
 import numbers
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor

@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -239,13 +239,13 @@ class EncodedQA:
     def __len__(self) -> int:
         return len(self.answer)
 
-    def batch(self, index: Tensor) -> "EncodedQA":
+    def batch(self, index: Tensor) -> EncodedQA:
         """Rows ``index``, trimmed to the longest story among them."""
         n = self.sentences[index]
         s = max(int(n.max()), 1) if len(index) else 1
         return EncodedQA(self.story[index, :s], self.question[index], self.answer[index], self.support[index, :s], n)
 
-    def to(self, device) -> "EncodedQA":
+    def to(self, device) -> EncodedQA:
         return EncodedQA(*(t.to(device) for t in (self.story, self.question, self.answer, self.support,
                                                   self.sentences)))
 

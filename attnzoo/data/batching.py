@@ -9,8 +9,8 @@ sequence of batches on every run.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ class Batch:
     tgt: Tensor  # (B, T+2) <s> y </s>, padded
     index: list[int]  # positions in the dataset (for looking words up)
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(self.src.to(device), self.src_lengths.to(device), self.tgt.to(device), self.index)
 
 

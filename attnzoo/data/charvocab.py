@@ -32,7 +32,7 @@ class CharVocab:
         return list(self._itos)
 
     @classmethod
-    def from_list(cls, items: list[str]) -> "CharVocab":
+    def from_list(cls, items: list[str]) -> CharVocab:
         """The vocabulary that :meth:`to_list` described."""
         items = list(items)
         if not items or items[0] != UNK:

@@ -200,7 +200,7 @@ class Strips:
                 out[i, : len(bs)] = torch.tensor(bs, dtype=torch.float32)
         return out
 
-    def select(self, index) -> "Strips":
+    def select(self, index) -> Strips:
         index = list(index)
         return Strips(self.images[index], [self.digits[i] for i in index], [self.boxes[i] for i in index],
                       [self.sources[i] for i in index])
@@ -220,7 +220,7 @@ def _ink_crops(digits: Digits, pool: np.ndarray) -> dict[int, np.ndarray]:
     return {int(i): _ink_crop(digits.images[i].astype(np.float32) / 255.0) for i in pool}
 
 
-def random_affine(config: "StripConfig", rng: np.random.Generator) -> np.ndarray:
+def random_affine(config: StripConfig, rng: np.random.Generator) -> np.ndarray:
     """A random (2, 2) map from output to source offsets (row, column): rotation, size, aspect and slant."""
     theta = np.deg2rad(rng.uniform(-config.rotate_degrees, config.rotate_degrees))
     size = rng.uniform(1 - config.scale, 1 + config.scale)

@@ -33,7 +33,7 @@ class Subword:
         self.tokenizer = tokenizer
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 4000, min_frequency: int = 2) -> "Subword":
+    def train(cls, texts: Iterable[str], vocab_size: int = 4000, min_frequency: int = 2) -> Subword:
         tk = _require()
         if vocab_size <= len(SPECIALS):
             raise ValueError(f"vocab_size must be > {len(SPECIALS)} (the special tokens), got {vocab_size}")
@@ -47,7 +47,7 @@ class Subword:
         return cls(tok)
 
     @classmethod
-    def from_str(cls, text: str) -> "Subword":
+    def from_str(cls, text: str) -> Subword:
         return cls(_require().Tokenizer.from_str(text))
 
     def to_str(self) -> str:

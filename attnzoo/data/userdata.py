@@ -164,7 +164,7 @@ class Units:
         self._vocab = subword.vocab() if subword is not None else vocab
 
     @classmethod
-    def learn(cls, kind: str, texts: Sequence[str], vocab_size: int = 4000) -> "Units":
+    def learn(cls, kind: str, texts: Sequence[str], vocab_size: int = 4000) -> Units:
         if kind == "bpe":
             return cls(kind, subword=Subword.train(texts, vocab_size))
         units = cls(kind)
@@ -205,7 +205,7 @@ class Units:
         return {"kind": self.kind, "vocab": self._vocab.to_list()}
 
     @classmethod
-    def from_state(cls, state: dict) -> "Units":
+    def from_state(cls, state: dict) -> Units:
         if state["kind"] == "bpe":
             return cls("bpe", subword=Subword.from_str(state["subword"]))
         return cls(state["kind"], vocab=Vocab.from_list(state["vocab"]))

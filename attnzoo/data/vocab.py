@@ -23,7 +23,7 @@ class Vocab:
         self._stoi: dict[str, int] = {t: i for i, t in enumerate(self._itos)}
 
     @classmethod
-    def build(cls, sequences: Iterable[Iterable[str]]) -> "Vocab":
+    def build(cls, sequences: Iterable[Iterable[str]]) -> Vocab:
         """The vocabulary of every token that occurs in ``sequences``."""
         seen: set[str] = set()
         for seq in sequences:
@@ -92,7 +92,7 @@ class Vocab:
         return list(self._itos)
 
     @classmethod
-    def from_list(cls, tokens: Sequence[str]) -> "Vocab":
+    def from_list(cls, tokens: Sequence[str]) -> Vocab:
         """Rebuild a vocabulary from :meth:`to_list`'s output, ids unchanged."""
         tokens = [str(t) for t in tokens]
         if tuple(tokens[: len(SPECIALS)]) != SPECIALS:

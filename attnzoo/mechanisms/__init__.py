@@ -1,15 +1,26 @@
 """The attention families, one module each (see DESIGN.md)."""
 
 from .base import AttentionState, ImageAttention, StepAttention, VisualOutput
-from .content import (AdditiveAttention, ContentAttention, CosineAttention, DotAttention, GeneralAttention,
-                      ScaledDotAttention)
-from .convolutional import (AugmentedConv2d, ConvCache, DynamicConv, LightweightConv,
-                            MultiStepAttention)
+from .content import (
+                      AdditiveAttention,
+                      ContentAttention,
+                      CosineAttention,
+                      DotAttention,
+                      GeneralAttention,
+                      ScaledDotAttention,
+)
+from .convolutional import AugmentedConv2d, ConvCache, DynamicConv, LightweightConv, MultiStepAttention
 from .multihead import GroupedQueryAttention, MultiHeadAttention, MultiQueryAttention
 from .self_attention import SelfAttention
 from .transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
-from .visual import (ConvBlockAttention, NonLocalAttention, SoftSpatialAttention, SqueezeExcitationAttention,
-                     doubly_stochastic_penalty, flatten_grid)
+from .visual import (
+                      ConvBlockAttention,
+                      NonLocalAttention,
+                      SoftSpatialAttention,
+                      SqueezeExcitationAttention,
+                      doubly_stochastic_penalty,
+                      flatten_grid,
+)
 
 __all__ = ["AttentionState", "StepAttention", "ContentAttention", "DotAttention", "ScaledDotAttention",
            "GeneralAttention", "AdditiveAttention", "CosineAttention", "MultiHeadAttention",

@@ -56,7 +56,7 @@ class AttentionState:
     position: Tensor | None = None  # (B, *) window position / mixture means, for location families
     extra: dict[str, Tensor] = field(default_factory=dict)
 
-    def index_select(self, index: Tensor) -> "AttentionState":
+    def index_select(self, index: Tensor) -> AttentionState:
         """Rows ``index`` of every tensor (reorder or repeat batch entries, e.g. for beams)."""
 
         def pick(x):
@@ -70,7 +70,7 @@ class AttentionState:
             extra={k: pick(v) for k, v in self.extra.items()},
         )
 
-    def replace(self, **changes) -> "AttentionState":
+    def replace(self, **changes) -> AttentionState:
         return dataclasses.replace(self, **changes)
 
 
@@ -188,7 +188,7 @@ class ImageAttention(nn.Module):
             raise ValueError(f"x must have at least one position (H, W >= 1) for {type(self).__name__} to "
                              f"pool or attend over, got {V.fmt_shape(x.shape)}")
 
-    def forward(self, x: Tensor, need_weights: bool = False) -> "Tensor | VisualOutput":
+    def forward(self, x: Tensor, need_weights: bool = False) -> Tensor | VisualOutput:
         raise NotImplementedError
 
     def extra_repr(self) -> str:

@@ -27,8 +27,8 @@ step-wise mechanisms' records live here, above the mechanisms.)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from torch import Tensor, nn
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..core.attend import attend
+from ..core.normalize import NORMALIZERS
 from ..core.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score
 from ..core.validate import check_choice
-from ..core.normalize import NORMALIZERS
-from .registry import register
 from .base import AttentionState, StepAttention
+from .registry import register
 
 
 class ContentAttention(StepAttention):

@@ -98,7 +98,7 @@ class ConvCache:
         self.length += x.shape[1]
         return window
 
-    def index_select_(self, index: Tensor) -> "ConvCache":
+    def index_select_(self, index: Tensor) -> ConvCache:
         """Reorder or repeat the batch rows in place (beam search)."""
         V.check_tensor("index", index)
         if self.window is not None:

@@ -30,8 +30,8 @@ from ..core.attend import attend
 from ..core.normalize import NORMALIZERS
 from ..core.scores import AdditiveScore, DotScore, GeneralScore, Score
 from ..core.validate import check_choice, check_positive
-from .registry import register
 from .base import AttentionState, StepAttention
+from .registry import register
 
 _LUONG = "Luong, Pham & Manning 2015, Effective Approaches to Attention-based Neural Machine Translation"
 

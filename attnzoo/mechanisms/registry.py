@@ -6,10 +6,9 @@ above this package, which imports every family module so that their decorators h
 
 from __future__ import annotations
 
-import difflib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .base import ImageAttention, StepAttention
 

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from ..core.attend import AttentionOutput
 from ..core.kv_cache import KVCache
-from .registry import register
 from .multihead import MultiHeadAttention
+from .registry import register
 
 
 @register("self", family="self-attention", paper="Cheng, Dong & Lapata 2016, Long Short-Term Memory-Networks "

@@ -43,9 +43,9 @@ from torch import Tensor, nn
 from ..core import validate as V
 from ..core.attend import attend
 from ..core.scores import AdditiveScore
-from .registry import register
 from .base import AttentionState, ImageAttention, VisualOutput
 from .content import ContentAttention
+from .registry import register
 
 _XU = ("Xu, Ba, Kiros, Cho, Courville, Salakhutdinov, Zemel & Bengio 2015, Show, Attend and Tell: Neural Image "
        "Caption Generation with Visual Attention")

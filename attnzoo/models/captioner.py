@@ -105,7 +105,7 @@ class CaptionState:
     c: Tensor
     attention: AttentionState
 
-    def index_select(self, index: Tensor) -> "CaptionState":
+    def index_select(self, index: Tensor) -> CaptionState:
         return CaptionState(self.h.index_select(0, index), self.c.index_select(0, index),
                             self.attention.index_select(index))
 

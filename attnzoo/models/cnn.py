@@ -22,8 +22,8 @@ halved after each stage but the last), ``classes`` outputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -111,7 +111,8 @@ class CNNConfig(ConfigMixin):
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels of each stage
     depths: list[int] = field(default_factory=lambda: [1, 2, 2])  # conv layers of each stage (one at 28x28: cheap)
     attention: str = "none"  # the block after each stage's convolutions: none | se | cbam | nonlocal | aaconv
-    attention_stages: list[int] | None = None  # stages (0-based) that get a block; None: all (nonlocal, aaconv: all but 0)
+    # stages (0-based) that get a block; None: all (nonlocal, aaconv: all but 0)
+    attention_stages: list[int] | None = None
     attention_options: dict = field(default_factory=dict)  # the block's own options, e.g. {"reduction": 8}
     dropout: float = 0.1  # before the classifier
     channels_last: bool = True  # NHWC weights: oneDNN's convolutions run ~1.4x faster on a CPU (the same on a GPU)

@@ -78,7 +78,7 @@ class ConvMemory:
     values: Tensor
     mask: Tensor
 
-    def index_select(self, index: Tensor) -> "ConvMemory":
+    def index_select(self, index: Tensor) -> ConvMemory:
         return ConvMemory(self.keys.index_select(0, index), self.values.index_select(0, index),
                           self.mask.index_select(0, index))
 
@@ -91,7 +91,7 @@ class ConvS2SState:
     windows: list[Tensor]
     step: int = 0
 
-    def index_select(self, index: Tensor) -> "ConvS2SState":
+    def index_select(self, index: Tensor) -> ConvS2SState:
         return ConvS2SState([w.index_select(0, index) for w in self.windows], self.step)
 
 

@@ -13,9 +13,9 @@ from torch import nn
 
 from ..core import validate as V
 from ..registry import get, get_step_wise
+from .convs2s import ConvS2S, ConvS2SConfig
 from .options import check_options, kv_heads_for
 from .rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
-from .convs2s import ConvS2S, ConvS2SConfig
 from .transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
 
 MODELS = {"rnn": (RNNSeq2Seq, Seq2SeqConfig), "transformer": (TransformerSeq2Seq, TransformerConfig),

@@ -97,7 +97,7 @@ class Memory:
     states: Tensor
     mask: Tensor
 
-    def index_select(self, index: Tensor) -> "Memory":
+    def index_select(self, index: Tensor) -> Memory:
         return Memory(self.states.index_select(0, index), self.mask.index_select(0, index))
 
 
@@ -109,7 +109,7 @@ class DecoderState:
     attention: AttentionState
     feed: Tensor | None  # (B, D) the previous o_t (Luong input feeding)
 
-    def index_select(self, index: Tensor) -> "DecoderState":
+    def index_select(self, index: Tensor) -> DecoderState:
         return DecoderState(
             rnn=tuple(x.index_select(1, index) for x in self.rnn),
             attention=self.attention.index_select(index),

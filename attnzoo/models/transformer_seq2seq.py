@@ -95,7 +95,7 @@ class TransformerState:
     cross_caches: list[KVCache]
     step: int = 0
 
-    def index_select(self, index: Tensor) -> "TransformerState":
+    def index_select(self, index: Tensor) -> TransformerState:
         for c in self.self_caches + self.cross_caches:
             c.index_select_(index)
         return self
@@ -180,7 +180,8 @@ class TransformerSeq2Seq(nn.Module):
                 maps[kind].append(out.weights[kind].float())
         return {kind: torch.stack(ws) for kind, ws in maps.items()}
 
-    def step(self, prev_tokens: Tensor, state: TransformerState, memory: Memory) -> tuple[Tensor, Tensor, TransformerState]:
+    def step(self, prev_tokens: Tensor, state: TransformerState,
+             memory: Memory) -> tuple[Tensor, Tensor, TransformerState]:
         """prev_tokens (B,) -> logits (B, V), last layer's cross-attention (B, S) averaged over heads."""
         logits, weights = self._decode(prev_tokens[:, None], memory, state, need_weights=True)
         state.step += 1

@@ -32,7 +32,8 @@ def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     """Rotate x (..., L, D) at absolute ``positions`` (L,) pairwise (the paper's interleaved pairs)."""
     D = x.shape[-1]
     if D % 2:
-        raise ValueError(f"RoPE rotates pairs of features: head dim must be even, got x of shape {V.fmt_shape(x.shape)}")
+        raise ValueError("RoPE rotates pairs of features: head dim must be even, got x of shape "
+                         f"{V.fmt_shape(x.shape)}")
     if positions.shape != (x.shape[-2],):
         raise ValueError(f"positions must have shape (L,) = ({x.shape[-2]},), got {V.fmt_shape(positions.shape)}")
     cos, sin = rope_angles(positions, D, base)

@@ -11,7 +11,7 @@ module names a task.
 from __future__ import annotations
 
 import importlib
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from ..core import validate as V
 from .base import Command, Map, Task, Training

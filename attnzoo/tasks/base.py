@@ -30,9 +30,10 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -269,7 +270,8 @@ class Task(ABC):
         return trainer.fit(plan.batches, plan.steps_per_epoch, plan.loss, resume=resume)
 
     # ------------------------------------------------------------------ reading a run back
-    def load(self, run_dir: str | Path, device: str = "cpu", loaded: tuple[dict, dict] | None = None) -> tuple[dict, Any]:
+    def load(self, run_dir: str | Path, device: str = "cpu",
+             loaded: tuple[dict, dict] | None = None) -> tuple[dict, Any]:
         """(config.json, predictor in eval mode) of a run of this task; RunDirError if it is not one.
         ``loaded``: (config, checkpoint) already read by :func:`~attnzoo.training.checkpoint.load_run`."""
         config, checkpoint = loaded or load_run(run_dir)

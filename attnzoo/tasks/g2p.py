@@ -97,7 +97,7 @@ class G2PModel:
 
     @torch.no_grad()
     def pronounce(self, words: list[str], beam_size: int = 5, length_penalty: float = 1.0,
-                  batch_size: int = 500) -> list["Pronunciation"]:
+                  batch_size: int = 500) -> list[Pronunciation]:
         """Each word -> its phonemes, and the attention over its letters at every output step."""
         self.model.eval()
         sources = [self.encode_word(w) for w in words]

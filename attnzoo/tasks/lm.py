@@ -31,9 +31,8 @@ from ..data.shakespeare import LMSplit, make_split
 from ..data.userdata import read_text, split_text
 from ..models.lm import DecoderLM, LMConfig, bits_per_character
 from ..models.options import check_options, kv_heads_for
-from ..training.options import TrainOptions, option
+from ..training.options import Flag, TrainOptions, option
 from ..training.trainer import autocast
-from ..training.options import Flag
 from .base import Command, Map, Task, Training
 
 ATTENTION = ("mha", "gqa", "mqa")

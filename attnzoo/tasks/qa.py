@@ -22,8 +22,8 @@
   at the facts, whichever it is).
 
 :class:`QuestionAnswering` is the task (``TASKS["qa"]``); a trained run's
-:class:`StoryReader` answers questions about a story. The report shows a few test questions with each hop's weights over the
-sentences of the story so far (rows: sentences, supporting facts marked ★;
+:class:`StoryReader` answers questions about a story. The report shows a few test questions with each
+hop's weights over the sentences of the story so far (rows: sentences, supporting facts marked ★;
 columns: hops), the prediction and the answer.
 
 Shape legend: N questions, B batch, S sentences, W words per sentence, Wq

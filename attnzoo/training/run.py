@@ -10,8 +10,9 @@ state to ``train_state.pt`` when the trainer asks, and writes ``metrics.json``;
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

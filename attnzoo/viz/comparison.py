@@ -18,8 +18,9 @@ Every piece of text is HTML-escaped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from attnzoo.fileio import atomic_write_bytes
 from attnzoo.viz.heatmap import PNG_MAGIC

@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from attnzoo.viz.heatmap import figure_png_bytes, new_figure
 

@@ -17,7 +17,8 @@ through matplotlib's Agg canvas (no pyplot), as the rest of :mod:`attnzoo.viz`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .heatmap import CMAP, DPI, _as_matrix, figure_png_bytes, new_figure
 

@@ -30,8 +30,9 @@ import json
 import math
 import numbers
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from attnzoo.fileio import atomic_write_bytes
 from attnzoo.viz.heatmap import PNG_MAGIC, alignment_png_bytes, figure_png_bytes

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from attnzoo.data import MissingDataError, digits as D
+from attnzoo.data import MissingDataError
+from attnzoo.data import digits as D
 from attnzoo.data.digits import WORDS, Digits, StripConfig, StripMaker, make_data, split_pools
 
 

@@ -5,8 +5,7 @@ import sys
 
 import pytest
 
-from attnzoo.data import MissingDataError
-from attnzoo.data import g2p
+from attnzoo.data import MissingDataError, g2p
 from attnzoo.data.g2p import G2PSplit, load_lexicon, load_standard_test, make_split
 from attnzoo.data.vocab import Vocab
 

@@ -6,8 +6,7 @@ import re
 import pytest
 import torch
 
-from attnzoo.data import MissingDataError
-from attnzoo.data import shakespeare
+from attnzoo.data import MissingDataError, shakespeare
 from attnzoo.data.charvocab import CharVocab
 from attnzoo.data.shakespeare import LMSplit, load_plays, make_split, play_files, play_text, plays_dir
 

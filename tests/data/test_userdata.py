@@ -2,8 +2,17 @@
 
 import pytest
 
-from attnzoo.data.userdata import (Pair, Units, parse_pairs, parse_units, read_pairs, read_text, references,
-                                   split_pairs, split_text)
+from attnzoo.data.userdata import (
+    Pair,
+    Units,
+    parse_pairs,
+    parse_units,
+    read_pairs,
+    read_text,
+    references,
+    split_pairs,
+    split_text,
+)
 
 
 def test_pairs_skip_blank_and_comment_lines_and_keep_line_numbers(tmp_path):

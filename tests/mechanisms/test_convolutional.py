@@ -15,8 +15,13 @@ import torch.nn.functional as F
 
 import attnzoo
 from attnzoo import KVCache
-from attnzoo.mechanisms.convolutional import (AugmentedConv2d, ConvCache, DynamicConv, LightweightConv,
-                                              MultiStepAttention)
+from attnzoo.mechanisms.convolutional import (
+    AugmentedConv2d,
+    ConvCache,
+    DynamicConv,
+    LightweightConv,
+    MultiStepAttention,
+)
 from attnzoo.mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
 
@@ -347,8 +352,8 @@ def multistep_case(seed=0):
 
 
 def reference_multistep(m, h, tg, z, e, mask):
-    """d_i = sqrt(.5)(W_d h_i + b_d + g_i); a_ij = softmax_j(d_i . z_j); c_i = m sqrt(1/m) sum_j a_ij sqrt(.5)(z_j + e_j);
-    out_i = sqrt(.5)(W_o c_i + b_o + h_i), by loops over i and j."""
+    """d_i = sqrt(.5)(W_d h_i + b_d + g_i); a_ij = softmax_j(d_i . z_j);
+    c_i = m sqrt(1/m) sum_j a_ij sqrt(.5)(z_j + e_j); out_i = sqrt(.5)(W_o c_i + b_o + h_i), by loops over i and j."""
     B, T, _ = h.shape
     out = torch.zeros_like(h)
     weights = torch.zeros(B, T, z.shape[1], dtype=h.dtype)

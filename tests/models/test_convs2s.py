@@ -7,7 +7,6 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from attnzoo.cli import main
 from attnzoo.models.convs2s import ConvS2S, ConvS2SConfig
@@ -99,7 +98,8 @@ def test_weight_norm_splits_every_weight_into_a_direction_and_a_gain():
     conv = model.decoder[0]
     v, g = conv.parametrizations.weight.original1, conv.parametrizations.weight.original0
     torch.testing.assert_close(conv.weight, g * v / v.flatten(1).norm(dim=1)[:, None, None])
-    assert sum(1 for n, _ in model.named_parameters() if n.endswith("original0")) == 2 + 2 + 2 + 3 + 6 + 1  # every linear and conv
+    weight_normed = sum(1 for n, _ in model.named_parameters() if n.endswith("original0"))
+    assert weight_normed == 2 + 2 + 2 + 3 + 6 + 1  # every linear and conv
     assert not any("original" in n for n, _ in tiny(weight_norm=False).named_parameters())
 
 
@@ -184,7 +184,7 @@ def test_positions_past_max_len_are_a_clear_error():
     with pytest.raises(ValueError, match="longer than max_len=6"):
         model.encode(torch.ones(1, 7, dtype=torch.long) * 5, torch.tensor([7]))
     memory, state = model.encode(src, lengths)
-    for t in range(6):
+    for _ in range(6):
         _, _, state = model.step(torch.full((3,), 4), state, memory)
     with pytest.raises(ValueError, match="decoding position 6 is past max_len=6"):
         model.step(torch.full((3,), 4), state, memory)

@@ -5,8 +5,14 @@ import torch
 from torch.func import functional_call
 
 import attnzoo
-from attnzoo.models.memnet import (READER_ATTENTION, AttentiveReader, MemN2N, MemNetConfig, ReaderConfig,
-                                   position_encoding)
+from attnzoo.models.memnet import (
+    READER_ATTENTION,
+    AttentiveReader,
+    MemN2N,
+    MemNetConfig,
+    ReaderConfig,
+    position_encoding,
+)
 
 V = 9
 

@@ -94,7 +94,7 @@ def variants(step_wise: bool | None = None, kind: str | None = None) -> list:
             continue
         base = OPTIONS.get(info.name, {})
         out.append(pytest.param(info, base, id=info.name))
-        for i, extra in enumerate(VARIANTS.get(info.name, [])):
+        for extra in VARIANTS.get(info.name, []):
             tag = "-".join(f"{k}={v}" for k, v in extra.items())
             out.append(pytest.param(info, {**base, **extra}, id=f"{info.name}-{tag}"))
     return out

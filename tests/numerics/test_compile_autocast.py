@@ -16,17 +16,32 @@ tests are marked slow: each costs seconds of C++ compilation on a CPU.
 
 import pytest
 import torch
+from numerics_cases import (
+    CONV_IMAGE,
+    CONV_MULTISTEP,
+    CONV_SEQUENCE,
+    DIM,
+    HEADS,
+    B,
+    assert_finite,
+    build,
+    build_own,
+    image_input,
+    own_params,
+    run_conv_image,
+    run_multistep,
+    run_sequence,
+    step_memory,
+    variants,
+)
 
 import attnzoo
 from attnzoo import attend
 from attnzoo.core.scores import AdditiveScore
+from attnzoo.models.convs2s import ConvS2S, ConvS2SConfig
 from attnzoo.models.lm import DecoderLM, LMConfig
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
 from attnzoo.positions import alibi
-from attnzoo.models.convs2s import ConvS2S, ConvS2SConfig
-from numerics_cases import (B, CONV_IMAGE, CONV_MULTISTEP, CONV_SEQUENCE, DIM, HEADS, assert_finite, build,
-                            build_own, image_input, own_params, run_conv_image, run_multistep, run_sequence, step_memory,
-                            variants)
 
 AUTOCAST_TOL = dict(atol=5e-2, rtol=5e-2)
 COMPILE_TOL = dict(atol=1e-5, rtol=1e-5)

@@ -27,26 +27,26 @@ import pkgutil
 
 import pytest
 import torch
+from numerics_cases import DIM, OWN_NUMERICS, B, build, build_own, image_input, step_memory, variants
 from torch import nn
 
 import attnzoo
 import attnzoo.models
 from attnzoo import KVCache, attend
+from attnzoo import positions as P
 from attnzoo.core import Dropout, dropout, masks, normalize
 from attnzoo.core.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score
 from attnzoo.mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
+from attnzoo.mechanisms.visual import doubly_stochastic_penalty, flatten_grid
 from attnzoo.models import decoding
+from attnzoo.models.captioner import Captioner, CaptionerConfig
+from attnzoo.models.cnn import CNN, CNNConfig
+from attnzoo.models.convs2s import ConvS2S, ConvS2SConfig
 from attnzoo.models.lm import DecoderLM, LMConfig, sample_next
 from attnzoo.models.memnet import AttentiveReader, MemN2N, MemNetConfig, ReaderConfig, check_story, position_encoding
 from attnzoo.models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig, check_source
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
-from attnzoo.models.cnn import CNN, CNNConfig
-from attnzoo.models.captioner import Captioner, CaptionerConfig
 from attnzoo.models.vit import ViT, ViTConfig
-from attnzoo.mechanisms.visual import doubly_stochastic_penalty, flatten_grid
-from attnzoo import positions as P
-from attnzoo.models.convs2s import ConvS2S, ConvS2SConfig
-from numerics_cases import B, DIM, OWN_NUMERICS, build, build_own, image_input, step_memory, variants
 
 PACKAGES = ["attnzoo", "attnzoo.core", "attnzoo.positions", "attnzoo.mechanisms"]
 EXTRA_MODULES = ["attnzoo.core.masks"]

@@ -10,10 +10,10 @@ float32 weights sum to one to float32 precision even for bfloat16 inputs.
 
 import pytest
 import torch
+from numerics_cases import assert_finite, dtype_cases, tol, weights_dtype
 
 from attnzoo import attend
 from attnzoo.core.scores import AdditiveScore, CosineScore, GeneralScore
-from numerics_cases import assert_finite, dtype_cases, tol, weights_dtype
 
 DTYPES = dtype_cases()
 BACKENDS = ["eager", "sdpa", "chunked", "auto"]

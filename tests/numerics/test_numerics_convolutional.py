@@ -20,10 +20,24 @@ import math
 
 import pytest
 import torch
-
-from numerics_cases import (B, CONV_IMAGE, CONV_MULTISTEP, CONV_SEQUENCE, DIM, HEADS, IMAGE_OUT, assert_all_finite,
-                            build_own, dtype_cases, own_params, run_conv_image, run_multistep, run_sequence, tol,
-                            weights_dtype)
+from numerics_cases import (
+    CONV_IMAGE,
+    CONV_MULTISTEP,
+    CONV_SEQUENCE,
+    DIM,
+    HEADS,
+    IMAGE_OUT,
+    B,
+    assert_all_finite,
+    build_own,
+    dtype_cases,
+    own_params,
+    run_conv_image,
+    run_multistep,
+    run_sequence,
+    tol,
+    weights_dtype,
+)
 
 DTYPES = dtype_cases()
 SCALES = pytest.mark.parametrize("x_scale", [1.0, 1e2], ids=["unit", "x1e2"])

@@ -27,12 +27,30 @@ convolutional family) have their cases in ``test_numerics_convolutional.py``.
 
 import pytest
 import torch
+from numerics_cases import (
+    CH,
+    DIM,
+    DV,
+    GRID,
+    NORMALISED,
+    OWN_CASES,
+    OWN_NUMERICS,
+    UNIFORM_ON_EQUAL_KEYS,
+    UNNORMALISED,
+    B,
+    assert_all_finite,
+    build,
+    dtype_cases,
+    image_input,
+    run_image,
+    run_parallel,
+    run_step_wise,
+    tol,
+    variants,
+    weights_dtype,
+)
 
 import attnzoo
-from numerics_cases import (B, CH, DIM, DV, GRID, NORMALISED, OWN_CASES, OWN_NUMERICS, UNIFORM_ON_EQUAL_KEYS,
-                            UNNORMALISED, assert_all_finite, build, dtype_cases, image_input, run_image, run_parallel,
-                            run_step_wise, tol, variants,
-                            weights_dtype)
 
 STEP = variants(step_wise=True)
 PARALLEL = variants(step_wise=False)

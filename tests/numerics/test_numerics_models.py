@@ -8,16 +8,16 @@ encoders need at least one position to summarise).
 
 import pytest
 import torch
+from numerics_cases import OPTIONS, assert_finite, dtype_cases
 
 import attnzoo
 from attnzoo.mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock
+from attnzoo.models.cnn import CNN, CNNConfig
 from attnzoo.models.convs2s import ConvS2S, ConvS2SConfig
 from attnzoo.models.lm import DecoderLM, LMConfig
 from attnzoo.models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
-from attnzoo.models.cnn import CNN, CNNConfig
 from attnzoo.models.vit import ViT, ViTConfig
-from numerics_cases import OPTIONS, assert_finite, dtype_cases
 
 DTYPES = dtype_cases()
 POSITIONS = [None, "rope", "alibi", "t5", "relative"]

@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from attnzoo import attend
-from attnzoo.positions import (ALiBi, LearnedPositions, RelativePositions, RotaryPositions, SinusoidalPositions,
-                               T5RelativeBias, alibi_slopes, apply_rope, t5_bucket)
+from attnzoo.positions import (
+    ALiBi,
+    LearnedPositions,
+    RelativePositions,
+    RotaryPositions,
+    SinusoidalPositions,
+    T5RelativeBias,
+    alibi_slopes,
+    apply_rope,
+    t5_bucket,
+)
 
 
 def test_alibi_slopes_equal_the_papers_for_8_and_12_heads():

@@ -1,6 +1,5 @@
 """Checkpoints are atomic and safe to load; the trainer keeps the best weights and survives Ctrl-C."""
 
-import json
 
 import pytest
 import torch
