@@ -80,3 +80,15 @@ def test_load_refuses_what_is_not_a_run(tmp_path):
     torch.save({"format_version": 1, "task": "dance"}, tmp_path / "checkpoint.pt")
     with pytest.raises(RunDirError, match="names task 'dance', which this attnzoo does not know"):
         attnzoo.load(tmp_path)
+
+
+def test_the_old_module_name_still_works_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("attnzoo.runs", None)
+    with pytest.warns(DeprecationWarning, match="attnzoo.runs is deprecated: use attnzoo.load"):
+        runs = importlib.import_module("attnzoo.runs")
+    from attnzoo.tasks.classify import ImageClassifier
+
+    assert runs.load is attnzoo.load and runs.Run is attnzoo.Run and runs.ImageClassifier is ImageClassifier

@@ -229,24 +229,19 @@ class Transduction(EncoderDecoderTask):
     verb = "translate"
     commands = (TRANSLATE_COMMAND,)
 
-    def __init__(self):
-        self._checked: tuple[str, list[Pair]] | None = None  # (path, pairs) that check_data read
-
     def check_data(self, cfg: PairsConfig) -> None:
         """ValueError without --data; the file read (a malformed one fails here, before anything is written)."""
         if not cfg.data:
             raise ValueError("train seq2seq needs --data FILE: a UTF-8 TSV with one source<TAB>target pair per line")
-        self._checked = (cfg.data, read_pairs(cfg.data))
+        read_pairs(cfg.data)
 
     def check_eval_data(self, config: dict) -> None:
         """Nothing to check: a run keeps its dev and test pairs (dev.tsv, test.tsv) in its directory."""
 
     def load_data(self, cfg: PairsConfig) -> PairsData:
-        checked, self._checked = self._checked, None
         if not cfg.data:
             self.check_data(cfg)  # the ValueError naming --data
-        pairs = checked[1] if checked is not None and checked[0] == cfg.data else read_pairs(cfg.data)
-        return PairsData.make(cfg, pairs)
+        return PairsData.make(cfg, read_pairs(cfg.data))
 
     def describe(self, data: PairsData) -> dict:
         return data.summary
