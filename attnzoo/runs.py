@@ -19,4 +19,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'attnzoo.runs' has no attribute {name!r}")
 
 
-__all__ = ["Run", "load", "ImageClassifier"]
+__all__ = ["Run", "load"]  # and ImageClassifier, forwarded by __getattr__
