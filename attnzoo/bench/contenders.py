@@ -258,7 +258,7 @@ def alibi_contenders() -> dict[str, Factory]:
         (q, k, v), alibi = inputs(size, device)
         N, H = size["N"], size["H"]
         i = torch.arange(N, device=device)
-        bias = -alibi.slopes.to(device).view(H, 1, 1) * (i[:, None] - i[None, :]).abs()  # (H, N, N)
+        bias = -alibi.slopes.to(device, torch.float32).view(H, 1, 1) * (i[:, None] - i[None, :]).abs()  # (H, N, N)
         bias = bias.masked_fill(i[None, :] > i[:, None], float("-inf"))
         return _train(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias), [q, k, v])
 

@@ -171,8 +171,8 @@ def _run_backend(chosen: str, score: Score, qp: Tensor, kp: Tensor, v: Tensor, m
         return AttentionOutput(chunked_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset,
                                                  block_size))
     if chosen == "tiled":
-        return AttentionOutput(*tiled_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset,
-                                                block_size))
+        out, weights = tiled_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset, block_size)
+        return AttentionOutput(out, weights if need_weights else None)
     return _eager(score, qp, kp, v, mask, bias, score_mod, normalize, dropout_p, need_weights, query_offset)
 
 
@@ -278,7 +278,8 @@ def _sdpa(score, q, k, v, mask, bias, score_mod, dropout_p, query_offset=0) -> A
     q, k, scale = score.dot_form(q, k)
     B, H, L, S = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     if score_mod is not None:  # additive: materialise score_mod(0) as a bias
-        zero = torch.zeros((), dtype=torch.float32, device=q.device)
+        # float64 inputs keep a float64 bias (a learned T5 bias, ALiBi's irrational slopes); others: float32
+        zero = torch.zeros((), dtype=torch.float64 if q.dtype == torch.float64 else torch.float32, device=q.device)
         extra = score_mod(zero, *index_grid(B, H, L, S, device=q.device, query_offset=query_offset))
         bias = extra if bias is None else bias + extra
     row_open = None

@@ -33,7 +33,7 @@ def alibi_slopes(num_heads: int) -> Tensor:
     else:
         closest = 2 ** math.floor(math.log2(num_heads))
         slopes = power_of_two(closest) + power_of_two(2 * closest)[0::2][: num_heads - closest]
-    return torch.tensor(slopes, dtype=torch.float32)
+    return torch.tensor(slopes, dtype=torch.float64)  # used in float32, or float64 for float64 scores
 
 
 class ALiBi:
@@ -50,7 +50,8 @@ class ALiBi:
         dist = q_idx - kv_idx
         if not self.causal:
             dist = dist.abs()
-        slopes = self.slopes.to(device=h.device)[h]  # (1, H, 1, 1)
+        dtype = torch.float64 if score.is_floating_point() and score.dtype == torch.float64 else torch.float32
+        slopes = self.slopes.to(device=h.device, dtype=dtype)[h]  # (1, H, 1, 1)
         return score - (slopes * dist).to(score.dtype if score.is_floating_point() else torch.float32)
 
     def __repr__(self) -> str:
