@@ -397,7 +397,7 @@ def _read_records(run_dir: Path) -> list[dict]:
 def attention_examples(task: str, runs: dict[str, Path], count: int, beam: int | None,
                        device: str) -> tuple[list[dict], str]:
     """The same test examples through each run's model (``{name: run directory}``), drawn by the task's
-    ``examples``: ``[{"caption", "cells": {name: {"png", "caption"}}}]`` for
+    ``examples``: ``[{"legend", "cells": {name: {"png", "legend"}}}]`` for
     :func:`~attnzoo.viz.comparison.write_comparison`, and a line saying what the maps show."""
     if not runs:
         return [], ""

@@ -198,10 +198,10 @@ def test_the_same_test_examples_go_through_every_run_g2p_and_classify(tmp_path):
     examples, note = attention_examples("g2p", runs, 3, 1, "cpu")
     assert len(examples) == 3 and "letters" in note
     assert all(set(e["cells"]) == {"a", "b"} and e["cells"]["a"]["png"][:8] == PNG for e in examples)
-    assert all("(reference " in e["caption"] for e in examples)
+    assert all("(reference " in e["legend"] for e in examples)
 
     runs = {name: tiny_classify_run(tmp_path / f"vit-{name}") for name in ("mha", "mqa")}
     examples, note = attention_examples("classify", runs, 2, 1, "cpu")
-    assert len(examples) == 2 and examples[0]["caption"].startswith("test image 0: ") and "class token" in note
-    assert all(c["png"][:8] == PNG and c["caption"].startswith("predicted ") for e in examples
+    assert len(examples) == 2 and examples[0]["legend"].startswith("test image 0: ") and "class token" in note
+    assert all(c["png"][:8] == PNG and c["legend"].startswith("predicted ") for e in examples
                for c in e["cells"].values())

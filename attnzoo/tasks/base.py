@@ -199,8 +199,8 @@ class Task(ABC):
         return "alignment.png"
 
     def examples(self, runs: dict[str, Any], config: dict, count: int, beam: int) -> tuple[list[dict], str]:
-        """The same test examples through each run (``{name: Run}``), for compare.html: ``[{"caption", "cells":
-        {name: {"png", "caption"}}}]`` and a line saying what the maps show; none by default."""
+        """The same test examples through each run (``{name: Run}``), for compare.html: ``[{"legend", "cells":
+        {name: {"png", "legend"}}}]`` and a line saying what the maps show; none by default."""
         return [], ""
 
     def summary(self, metrics: dict) -> list[str]:

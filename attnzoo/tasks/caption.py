@@ -371,7 +371,7 @@ def write_caption_report(out: Path, cm: CaptionModel, test: Strips, metrics: dic
         caption = f"test strip {i}: {' '.join(r.words)}  (reference: {' '.join(ref)}) {right}"
         figures.append({"png": word_maps_png_bytes(shown.images[i, 0], list(r.weights), titles, boxes=boxes,
                                                    title=caption),
-                        "caption": caption + f"\nattention over the {h} x {w} grid at each word (brightest = most, "
+                        "legend": caption + f"\nattention over the {h} x {w} grid at each word (brightest = most, "
                                              "scaled per panel); outlined: the box of the digit at that position"})
     curves = learning_curves_png_bytes(records, metrics=["train_loss", "dev_exact_match", "dev_localization"]) \
         if records else None

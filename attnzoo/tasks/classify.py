@@ -260,7 +260,7 @@ class Classification(Task):
 
         data = load_split(seed=config["task_config"]["seed"])
         images, labels = data.test_images[:count], data.test_labels[:count]
-        examples = [{"caption": f"test image {i}: {CLASSES[int(labels[i])]}", "cells": {}} for i in range(len(images))]
+        examples = [{"legend": f"test image {i}: {CLASSES[int(labels[i])]}", "cells": {}} for i in range(len(images))]
         for name, run in runs.items():
             with torch.no_grad():
                 logits, weights = run.model(images.to(run.predictor.device), need_weights=True)
@@ -271,7 +271,7 @@ class Classification(Task):
                 if grids is not None:  # (a cnn whose blocks have channel gates only draws none)
                     png = (image_maps_png_bytes(images[i, 0], [grids[i]], [title]) if title else
                            class_attention_png_bytes(images[i, 0], grids[i][None, None]))
-                    item["cells"][name] = {"png": png, "caption": f"predicted {pred} {mark}"}
+                    item["cells"][name] = {"png": png, "legend": f"predicted {pred} {mark}"}
         kinds = {type(run.model) for run in runs.values()}
         note = " ".join(
             ([] if ViT not in kinds else ["The class token's attention over the patches in each mechanism's model "
@@ -393,7 +393,7 @@ def vit_figures(model: ViT, images, labels, logits, weights) -> list[dict]:
         cls_maps = cls_maps.view(*cls_maps.shape[:2], side, side)  # (layers, H, side, side)
         pred = CLASSES[int(logits[i].argmax())]
         figures.append({"png": class_attention_png_bytes(images[i, 0], cls_maps),
-                        "caption": f"test image {i}: {CLASSES[int(labels[i])]}, predicted {pred}. "
+                        "legend": f"test image {i}: {CLASSES[int(labels[i])]}, predicted {pred}. "
                                    "Class token's attention over the patches (rows: layers; columns: heads)"})
     return figures
 
@@ -422,13 +422,13 @@ def cnn_figures(model: CNN, images, labels, logits, maps) -> list[dict]:
                     grids.append(w[centre].view(keys, keys))  # (h', w'): what the centre position attends to
                     titles.append(f"stage {s}: from centre")
             figures.append({"png": image_maps_png_bytes(images[i, 0], grids, titles),
-                            "caption": f"test image {i}: {names[i]} (true -> predicted). "
+                            "legend": f"test image {i}: {names[i]} (true -> predicted). "
                                        + _spatial_caption(maps, model.config.attention)})
     channel = [(s, m.channel) for s, m in zip(stages, maps) if m.channel is not None]
     if channel:
         figures.append({"png": channel_gates_png_bytes([c.float().cpu() for _, c in channel], names,
                                                        [f"stage {s} ({c.shape[1]} channels)" for s, c in channel]),
-                        "caption": "Channel gates of each block (rows: the test images above, true -> predicted; "
+                        "legend": "Channel gates of each block (rows: the test images above, true -> predicted; "
                                    "columns: channels; 0 switches a channel off, 1 lets it through)"})
     return figures
 

@@ -90,10 +90,10 @@ def alignment_examples(runs: dict[str, Any], inputs: list[str], captions: list[s
     holds the outputs scored as right (✓/✗; inputs not in it get no mark)."""
     from ..viz.heatmap import alignment_png_bytes
 
-    examples = [{"caption": c, "cells": {}} for c in captions]
+    examples = [{"legend": c, "cells": {}} for c in captions]
     for name, run in runs.items():
         for item, source, output in zip(examples, inputs, run.predict(inputs, beam_size=beam)):
             weights, src, tgt, text = align(output, source)
             mark = "" if source not in right else " ✓" if text in right[source] else " ✗"
-            item["cells"][name] = {"png": alignment_png_bytes(weights, src, tgt), "caption": text + mark}
+            item["cells"][name] = {"png": alignment_png_bytes(weights, src, tgt), "legend": text + mark}
     return examples

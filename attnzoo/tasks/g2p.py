@@ -283,7 +283,7 @@ def write_g2p_report(out: Path, g2p: G2PModel, test: dict, metrics: dict, config
         ref = " ".join(test[w][0])
         alignments.append({
             "source": list(w), "target": r.labels, "weights": r.weights.numpy(),
-            "caption": f"{w}  ->  {' '.join(phones)}   (reference {ref}) {'✓' if right else '✗'}",
+            "legend": f"{w}  ->  {' '.join(phones)}   (reference {ref}) {'✓' if right else '✗'}",
         })
     figures = []
     if hasattr(g2p.model, "attention_maps") and words:  # Transformer, ConvS2S: every layer's (and head's) attention
@@ -292,7 +292,7 @@ def write_g2p_report(out: Path, g2p: G2PModel, test: dict, metrics: dict, config
         tgt_in = torch.tensor([[g2p.phonemes.bos_id] + g2p.phonemes.encode(r.phonemes)], device=g2p.device)
         maps = g2p.model.attention_maps(src, torch.tensor([src.shape[1]], device=g2p.device), tgt_in)
         figures.append({"png": head_grid_png_bytes(maps["cross"][:, 0].cpu(), ["<s>"] + r.phonemes, list(w)),
-                        "caption": f"{w}: cross-attention of every decoder layer (rows) and head (columns)"})
+                        "legend": f"{w}: cross-attention of every decoder layer (rows) and head (columns)"})
     curves = learning_curves_png_bytes(records, metrics=["train_loss", "dev_wer", "dev_per"]) if records else None
     notes = [f"Split '{cfg.split}': {config['data']['test_words']} test words never seen in training; "
              f"test decoded with beam {cfg.beam_size}, dev evaluations during training greedy on "

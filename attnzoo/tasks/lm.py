@@ -318,8 +318,8 @@ class LanguageModelling(Task):
         for name, run in runs.items():
             sample = text[:min(32, run.model.config.context)]  # one window: the model sees at most `context`
             grid, labels = self_attention(run.predictor, sample)
-            cells[name] = {"png": alignment_png_bytes(grid, labels, labels), "caption": "last layer, heads averaged"}
-        return [{"caption": f"the first test characters: {sample!r}", "cells": cells}], (
+            cells[name] = {"png": alignment_png_bytes(grid, labels, labels), "legend": "last layer, heads averaged"}
+        return [{"legend": f"the first test characters: {sample!r}", "cells": cells}], (
             "Causal self-attention of each mechanism's model (first seed) on the same test characters: rows are the "
             "positions predicting, columns those they attend to.")
 
@@ -392,7 +392,7 @@ def write_lm_report(out: Path, model: DecoderLM, vocab: CharVocab, test_text: st
     sample = vocab.decode(model.generate(prompt, cfg.sample_chars, temperature=0.8,
                                          generator=torch.Generator(device=device).manual_seed(cfg.seed))[0].tolist())
     figures = [{"png": head_grid_png_bytes(grid, list(sample_text)),
-                "caption": "Per-head self-attention on the first test characters (rows: layers; columns: heads)"}]
+                "legend": "Per-head self-attention on the first test characters (rows: layers; columns: heads)"}]
     curves = learning_curves_png_bytes(records, metrics=["train_loss", "dev_bpc"]) if records else None
     data = config["data"]
     held_out = (f"Test plays: {', '.join(data['test_plays'])}" if "test_plays" in data else

@@ -401,7 +401,7 @@ def write_qa_report(out: Path, model: nn.Module, data: QAData, metrics: dict, co
         title = f"{e.question}  predicted {pred}, answer {e.answer} {mark}"
         share = ", ".join(f"{float(weights[i][k, list(support)].sum()):.0%}" for k in range(weights[i].shape[0]))
         figures.append({"png": _story_png(weights[i], kept, support, title),
-                        "caption": f"test question {i + 1}: {e.question} predicted {pred}, answer {e.answer} "
+                        "legend": f"test question {i + 1}: {e.question} predicted {pred}, answer {e.answer} "
                                    f"{mark}. Weight on the supporting facts (★) per hop: {share}"})
     curves = learning_curves_png_bytes(records, metrics=["train_loss", "dev_accuracy", "dev_support_share"]) \
         if records else None

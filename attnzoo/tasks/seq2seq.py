@@ -386,7 +386,7 @@ def write_seq2seq_report(out: Path, transducer: Transducer, test: list[Pair], me
         weights, src_labels, tgt_labels = r.word_alignment()
         right = tok(r.text) in [tok(t) for t in refs[s]]
         alignments.append({"source": src_labels, "target": tgt_labels, "weights": weights.numpy(),
-                           "caption": f"{s}  ->  {r.text}   (reference: {refs[s][0]}) {'✓' if right else '✗'}"})
+                           "legend": f"{s}  ->  {r.text}   (reference: {refs[s][0]}) {'✓' if right else '✗'}"})
     figures = []
     if hasattr(transducer.model, "attention_maps") and chosen:  # Transformer, ConvS2S: every layer's weights
         s, r = chosen[0], results[0]
@@ -396,7 +396,7 @@ def write_seq2seq_report(out: Path, transducer: Transducer, test: list[Pair], me
         tgt_in = torch.tensor([[transducer.tgt_vocab.bos_id] + transducer.tgt_vocab.encode(r.tokens)], device=dev)
         maps = transducer.model.attention_maps(src, torch.tensor([src.shape[1]], device=dev), tgt_in)
         figures.append({"png": head_grid_png_bytes(maps["cross"][:, 0].cpu(), ["<s>"] + r.tokens, src_tokens),
-                        "caption": f"{s}: cross-attention of every decoder layer (rows) and head (columns)"})
+                        "legend": f"{s}: cross-attention of every decoder layer (rows) and head (columns)"})
     primary = metrics["primary"]["name"]
     curves = (learning_curves_png_bytes(records, metrics=["train_loss", f"dev_{primary}", "dev_token_error"])
               if records else None)

@@ -358,7 +358,7 @@ def write_translate_report(out: Path, translator: Translator, test: list[Verse],
     for v, r in zip(verses, results):
         weights, src_words, tgt_words = r.word_alignment()
         alignments.append({"source": src_words, "target": tgt_words, "weights": weights.numpy(),
-                           "caption": f"{v.book} {v.chapter}:{v.verse}  {v.es}  ->  {r.text}   "
+                           "legend": f"{v.book} {v.chapter}:{v.verse}  {v.es}  ->  {r.text}   "
                                       f"(reference: {v.en})"})
     curves = learning_curves_png_bytes(records, metrics=["train_loss", "dev_bleu", "dev_chrf"]) if records else None
     data = config["data"]

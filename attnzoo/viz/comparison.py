@@ -10,7 +10,7 @@ shows, top to bottom:
 3. the learning curves of every run on shared axes (PNG bytes, e.g. from
    :func:`attnzoo.viz.curves.overlay_curves_png_bytes`);
 4. the attention maps of the same examples, one row per example and one
-   column per mechanism, each a PNG with a short caption (the model's output);
+   column per mechanism, each a PNG with a short legend (the model's output);
 5. notes (how the spread is computed, what the speeds count).
 
 Every piece of text is HTML-escaped.
@@ -78,7 +78,7 @@ def _maps_section(columns: Sequence[str], examples: Sequence[Mapping[str, Any]],
     head = "<th>example</th>" + "".join(f"<th>{_esc(c)}</th>" for c in columns)
     rows = []
     for i, example in enumerate(examples):
-        cells = [f'<td class="example">{_esc(example.get("caption", ""))}</td>']
+        cells = [f'<td class="example">{_esc(example.get("legend", ""))}</td>']
         got = example.get("cells", {})
         for column in columns:
             cell = got.get(column)
@@ -86,7 +86,7 @@ def _maps_section(columns: Sequence[str], examples: Sequence[Mapping[str, Any]],
                 cells.append('<td class="muted">—</td>')
                 continue
             png = _png(cell.get("png"), f"examples[{i}]['cells'][{column!r}]['png']")
-            text = str(cell.get("caption", ""))
+            text = str(cell.get("legend", ""))
             cells.append(f'<td><img src="{_data_uri(png)}" alt="{_esc(column)}: {_esc(text or "attention")}">'
                          f'<div class="cell">{_esc(text)}</div></td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -147,7 +147,7 @@ def write_comparison(path: str | Path, **page: Any) -> Path:
         numeric: per column, whether its cells are right-aligned numbers.
         curves_png: PNG bytes of every run's learning curves, or None.
         columns: the mechanisms, in the leaderboard's order: one column of maps each.
-        examples: one item per example, ``{"caption": str, "cells": {column: {"png": bytes, "caption": str}}}``;
+        examples: one item per example, ``{"legend": str, "cells": {column: {"png": bytes, "legend": str}}}``;
             a column missing from ``cells`` shows a dash.
         maps_note: one line above the maps (what rows, columns and colours mean).
         notes: free-text remarks, one list item each.

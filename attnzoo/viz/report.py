@@ -9,7 +9,7 @@ anything outside the file. It shows, top to bottom:
 3. the learning curves (PNG bytes, e.g. from
    :func:`attnzoo.viz.curves.learning_curves_png_bytes`);
 4. a grid of attention alignments, each drawn by
-   :func:`attnzoo.viz.heatmap.alignment_png_bytes` with its caption;
+   :func:`attnzoo.viz.heatmap.alignment_png_bytes` with its legend;
 5. notes, and the run's configuration as pretty JSON in a collapsed
    ``<details>`` block.
 
@@ -220,20 +220,20 @@ def _alignment_figure_html(index: int, item: Mapping[str, Any]) -> str:
     if missing:
         raise ValueError(
             f"alignments[{index}] lacks {missing}; each item needs "
-            "'source', 'target', 'weights' and optionally 'caption'"
+            "'source', 'target', 'weights' and optionally 'legend'"
         )
     try:
         png = alignment_png_bytes(item["weights"], item["source"], item["target"])
     except ValueError as error:
         raise ValueError(f"alignments[{index}]: {error}") from error
-    caption = str(item.get("caption", ""))
+    legend = str(item.get("legend", ""))
     # A big matrix would be unreadable squeezed into one grid cell: give it the row.
     width_px = int.from_bytes(png[16:20], "big")  # PNG IHDR: width, then height
     wide = ' class="wide"' if width_px > _WIDE_FIGURE_PX else ""
-    alt = caption or "attention alignment"
+    alt = legend or "attention alignment"
     return (
         f'<figure{wide}><img src="{_data_uri(png)}" alt="{_esc(alt)}">'
-        f"<figcaption>{_esc(caption)}</figcaption></figure>"
+        f"<figcaption>{_esc(legend)}</figcaption></figure>"
     )
 
 
@@ -259,9 +259,9 @@ def _figures_section(figures: Sequence[Mapping[str, Any]]) -> str:
         png = fig.get("png", b"")
         if not bytes(png[:8]) == PNG_MAGIC:
             raise ValueError(f"figures[{i}]['png'] must be PNG bytes")
-        caption = str(fig.get("caption", ""))
-        items.append(f'<figure class="wide"><img src="{_data_uri(bytes(png))}" alt="{_esc(caption or "figure")}">'
-                     f"<figcaption>{_esc(caption)}</figcaption></figure>")
+        legend = str(fig.get("legend", ""))
+        items.append(f'<figure class="wide"><img src="{_data_uri(bytes(png))}" alt="{_esc(legend or "figure")}">'
+                     f"<figcaption>{_esc(legend)}</figcaption></figure>")
     return "<h2>Attention maps</h2>\n" + '<div class="grid">\n' + "\n".join(items) + "\n</div>"
 
 
@@ -343,10 +343,10 @@ def write_report(
             ``<details>`` block (non-JSON values are shown with ``str``).
         curves_png: PNG bytes of the learning curves, or ``None``.
         alignments: items ``{"source": [str], "target": [str],
-            "weights": (T, S) array or tensor, "caption": str}``, each drawn
+            "weights": (T, S) array or tensor, "legend": str}``, each drawn
             with :func:`~attnzoo.viz.heatmap.alignment_png_bytes`.
         notes: free-text remarks, one list item each (multi-line ones preformatted).
-        figures: extra pictures ``{"png": bytes, "caption": str}``, e.g. per-head attention grids.
+        figures: extra pictures ``{"png": bytes, "legend": str}``, e.g. per-head attention grids.
 
     Raises:
         ValueError: an alignment lacks a key or its weights do not have shape

@@ -156,10 +156,10 @@ def make_alignments():
     return [
         {"source": list("abbey"), "target": ["AE", "B", "IY"],
          "weights": random_alignment(3, 5, seed=1),
-         "caption": "word: abbey  ->  AE B IY  (reference AE B IY) \u2713"},
+         "legend": "word: abbey  ->  AE B IY  (reference AE B IY) \u2713"},
         {"source": list("cat"), "target": ["K", "AE", "T"],
          "weights": torch.tensor(random_alignment(3, 3, seed=2)),
-         "caption": "word: <b>cat</b>  ->  K AE T"},
+         "legend": "word: <b>cat</b>  ->  K AE T"},
     ]
 
 
@@ -179,7 +179,7 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert "G2P run &lt;1&gt; &amp; friends" in text
     assert "G2P run <1>" not in text
     for item in alignments:
-        assert item["caption"].replace("<", "&lt;").replace(">", "&gt;") in text
+        assert item["legend"].replace("<", "&lt;").replace(">", "&gt;") in text
     assert "&lt;b&gt;cat&lt;/b&gt;" in text
     assert "<b>cat" not in text
     assert "25.31%" in text  # test WER 0.2531
@@ -237,13 +237,13 @@ def test_overlay_curves_draw_every_run_on_shared_axes():
 
 
 def test_comparison_page_is_self_contained_and_escaped(tmp_path):
-    cell = {"png": alignment_png_bytes(random_alignment(2, 3), list("abc"), ["x", "y"]), "caption": "x y <✓>"}
+    cell = {"png": alignment_png_bytes(random_alignment(2, 3), list("abc"), ["x", "y"]), "legend": "x y <✓>"}
     path = write_comparison(
         tmp_path / "compare.html", title="Comparison <g2p>", subtitle="1 minute per run",
         headers=["rank", "attention", "test wer"], rows=[["1", "dot", "20.00%"], ["2", "additive", "21.00%"]],
         links=["dot-seed0/report.html", None], numeric=[True, False, True],
         curves_png=figure_png_bytes(new_figure((2, 2))), columns=["dot", "additive"],
-        examples=[{"caption": "abc", "cells": {"dot": cell}}], notes=["std over seeds"])
+        examples=[{"legend": "abc", "cells": {"dot": cell}}], notes=["std over seeds"])
     html = path.read_text()
     assert "Comparison &lt;g2p&gt;" in html and "x y &lt;✓&gt;" in html and "<script" not in html
     assert 'href="dot-seed0/report.html"' in html and html.count("<img") == 2  # curves + the one cell given
