@@ -87,6 +87,14 @@ def step(query=None, keys=KEYS, key_mask=None, state_keys=KEYS):
     return attn(t(2, 4) if query is None else query, keys, keys, key_mask, state)
 
 
+def later_step(values=KEYS, key_mask=None, state=None, name="additive"):
+    """A second step whose values, key_mask or state differ from what initial_state saw."""
+    attn = attnzoo.create(name, query_dim=4, key_dim=6)
+    first = attn.initial_state(KEYS, KEYS)
+    _, _, first = attn(t(2, 4), KEYS, KEYS, None, first)
+    return attn(t(2, 4), KEYS, values, key_mask, first if state is None else state)
+
+
 def location_aware_steps():
     attn = attnzoo.create("location_aware", query_dim=4, key_dim=6, hidden_dim=4)
     return attn(t(2, 3, 4), KEYS, KEYS, None, attn.initial_state(KEYS, KEYS))
@@ -287,6 +295,15 @@ CASES = [
          "query must have shape (B, Dq) = (2, 4) or (B, T, Dq), got (2, 5)"),
     Case("step-wise: a state built for another batch", lambda tmp, mp: step(state_keys=t(3, 5, 6)), ValueError,
          "query must have shape (B, Dq) = (3, 4)"),
+    Case("step-wise: a later step with values of another width", lambda tmp, mp: later_step(values=t(2, 5, 3)),
+         ValueError, "values must have shape (B, S, value_dim) = (2, 5, 6), as given to initial_state, got (2, 5, 3)"),
+    Case("step-wise: a later step with a float key_mask", lambda tmp, mp: later_step(key_mask=torch.ones(2, 5)),
+         TypeError, "key_mask must be boolean (True = may attend), got dtype torch.float32"),
+    Case("step-wise: a later step of a location mechanism with values of another length",
+         lambda tmp, mp: later_step(values=t(2, 4, 6), name="location"), ValueError,
+         "values must have shape (B, S, value_dim) = (2, 5, 6)"),
+    Case("step-wise: a state that is not an AttentionState", lambda tmp, mp: later_step(state={"weights": None}),
+         TypeError, "state must be the AttentionState that this AdditiveAttention's initial_state"),
     Case("`location_aware`: T steps at once", lambda tmp, mp: location_aware_steps(), ValueError,
          "pass one step at a time"),
     # --- multi-head attention and the KV cache

@@ -114,17 +114,26 @@ class StepAttention(nn.Module):
                                  f"{V.fmt_shape(keys.shape)}, got {V.fmt_shape(key_mask.shape)}")
             V.warn_if_all_blocked("key_mask", key_mask)  # once per sequence, not per decoding step
 
-    def check_query(self, query: Tensor, state: AttentionState, key_mask: Tensor | None = None) -> None:
-        """Every step: the query's shape and dtype; the key_mask's shape (cheap: no reduction)."""
+    def check_query(self, query: Tensor, state: AttentionState, key_mask: Tensor | None = None,
+                    values: Tensor | None = None) -> None:
+        """Every step: the query's shape and dtype, the state's kind, the key_mask's shape and dtype and the
+        values' shape against what initial_state saw (cheap: shapes and types, no reduction)."""
         V.check_tensor("query", query)
         V.check_floating("query", query)
+        if not isinstance(state, AttentionState):
+            raise TypeError(f"state must be the AttentionState that this {type(self).__name__}'s initial_state(keys, "
+                            f"values, key_mask) (or its previous step) returned, got {type(state).__name__}")
         if state.projected_keys is None:
             raise ValueError(f"state has no projected keys: pass the state returned by this {type(self).__name__}'s "
                              "initial_state(keys, values, key_mask) (or by its previous step)")
         B, S = state.projected_keys.shape[:2]
-        if key_mask is not None and tuple(key_mask.shape) != (B, S):
-            raise ValueError(f"key_mask must have shape (B, S) = ({B}, {S}), as given to initial_state, "
-                             f"got {V.fmt_shape(key_mask.shape)}")
+        if key_mask is not None:
+            V.check_tensor("key_mask", key_mask)
+            if key_mask.dtype != torch.bool:
+                raise TypeError(f"key_mask must be boolean (True = may attend), got dtype {key_mask.dtype}")
+            if tuple(key_mask.shape) != (B, S):
+                raise ValueError(f"key_mask must have shape (B, S) = ({B}, {S}), as given to initial_state, "
+                                 f"got {V.fmt_shape(key_mask.shape)}")
         if query.dtype != state.projected_keys.dtype and not torch.is_autocast_enabled(query.device.type):
             raise TypeError(f"query has dtype {query.dtype} but the state's keys have {state.projected_keys.dtype}; "
                             f"cast one of them (e.g. query.to({state.projected_keys.dtype}))")
@@ -136,6 +145,12 @@ class StepAttention(nn.Module):
         if query.dim() == 3 and not self.stateless and query.shape[1] != 1:
             raise ValueError(f"{type(self).__name__} depends on the previous step's weights: "
                              f"pass one step at a time, query of shape (B, Dq), got {V.fmt_shape(query.shape)}")
+        if values is not None:
+            V.check_tensor("values", values)
+            V.check_floating("values", values)
+            if values.dim() != 3 or tuple(values.shape) != (B, S, self.value_dim):
+                raise ValueError(f"values must have shape (B, S, value_dim) = ({B}, {S}, {self.value_dim}), as "
+                                 f"given to initial_state, got {V.fmt_shape(values.shape)}")
 
     # ---------------------------------------------------------------- contract
     def initial_state(self, keys: Tensor, values: Tensor | None = None,

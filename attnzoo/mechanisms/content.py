@@ -44,7 +44,7 @@ class ContentAttention(StepAttention):
                 state: AttentionState | None = None) -> tuple[Tensor, Tensor, AttentionState]:
         if state is None:
             state = self.initial_state(keys, values, key_mask)
-        self.check_query(query, state, key_mask)
+        self.check_query(query, state, key_mask, values)
         one_step = query.dim() == 2
         q = query.unsqueeze(1) if one_step else query  # (B, T, Dq)
         mask = None if key_mask is None else key_mask[:, None, :]  # (B, 1, S)

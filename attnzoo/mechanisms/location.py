@@ -112,7 +112,7 @@ class LuongLocationAttention(StepAttention):
     def forward(self, query, keys, values, key_mask=None, state=None):
         if state is None:
             state = self.initial_state(keys, values, key_mask)
-        self.check_query(query, state, key_mask)
+        self.check_query(query, state, key_mask, values)
         S = keys.shape[1]
         scores = self.position_scores(query)[..., :S]  # (B, [T,] S): W_a h_t, the first S positions
         mask = None if key_mask is None else (key_mask if query.dim() == 2 else key_mask[:, None, :])
@@ -173,7 +173,7 @@ class LocationAwareAttention(StepAttention):
     def forward(self, query, keys, values, key_mask=None, state=None):
         if state is None:
             state = self.initial_state(keys, values, key_mask)
-        self.check_query(query, state, key_mask)
+        self.check_query(query, state, key_mask, values)
         q = query if query.dim() == 3 else query.unsqueeze(1)  # (B, 1, Dq)
         keys_t = state.projected_keys + self.location_features(state)  # (B, S, A): V k_s + b + U f_ts
         mask = None if key_mask is None else key_mask[:, None, :]  # (B, 1, S)
@@ -229,7 +229,7 @@ class GMMAttention(StepAttention):
     def forward(self, query, keys, values, key_mask=None, state=None):
         if state is None:
             state = self.initial_state(keys, values, key_mask)
-        self.check_query(query, state, key_mask)
+        self.check_query(query, state, key_mask, values)
         q = query.reshape(query.shape[0], -1)  # (B, Dq)
         alpha, beta, kappa = self.mixture_parameters(q, state.position)  # (B, K)
         u = _positions(keys.shape[1], kappa) + 1  # (S,) u = 1..S
@@ -304,7 +304,7 @@ class LocalMonotonicAttention(_LocalAttention):
     def forward(self, query, keys, values, key_mask=None, state=None):
         if state is None:
             state = self.initial_state(keys, values, key_mask)
-        self.check_query(query, state, key_mask)
+        self.check_query(query, state, key_mask, values)
         q = query.reshape(query.shape[0], 1, -1)  # (B, 1, Dq)
         centre = state.position.unsqueeze(1)  # (B, 1): p_t = t
         weights, _ = self.windowed(q, state, values, key_mask, centre)  # (B, 1, S)
@@ -343,7 +343,7 @@ class LocalPredictiveAttention(_LocalAttention):
     def forward(self, query, keys, values, key_mask=None, state=None):
         if state is None:
             state = self.initial_state(keys, values, key_mask)
-        self.check_query(query, state, key_mask)
+        self.check_query(query, state, key_mask, values)
         one_step = query.dim() == 2
         q = query.unsqueeze(1) if one_step else query  # (B, T, Dq)
         centre = self.predicted_position(q, state.extra["lengths"]).to(state.position.dtype)  # (B, T)
@@ -435,7 +435,7 @@ class MonotonicAttention(StepAttention):
     def forward(self, query, keys, values, key_mask=None, state=None):
         if state is None:
             state = self.initial_state(keys, values, key_mask)
-        self.check_query(query, state, key_mask)
+        self.check_query(query, state, key_mask, values)
         q = query.reshape(query.shape[0], -1)  # (B, Dq)
         hard = (not self.training) if self.hard is None else self.hard
         p = self.stop_probabilities(q, state, key_mask, noisy=self.training and not hard)  # (B, S)
