@@ -224,17 +224,11 @@ def check_same_run(spec: Task, run_dir: Path, attention: str, model: str | None,
         if given is None or given == was:
             continue
         if key == "budget":
-            said = (f"{name(was[0])} {_show(was[1])}", f"{name(given[0])} {_show(given[1])}")
+            said = (f"{name(was[0])} {lab.show_value(was[1])}", f"{name(given[0])} {lab.show_value(given[1])}")
         else:
-            said = (f"{name(key)} {_show(was)}", f"{name(key)} {_show(given)}")
+            said = (f"{name(key)} {lab.show_value(was)}", f"{name(key)} {lab.show_value(given)}")
         raise ValueError(f"{run_dir} was trained with {said[0]} but this compare asks for {said[1]}; rerun it "
                          "with the flags it started with, or pass --out NEWDIR for a new comparison")
-
-
-def _show(value) -> str:
-    if isinstance(value, dict):
-        return " ".join(f"{k}={json.dumps(v)}" for k, v in value.items()) or "(none)"
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # ----------------------------------------------------------------------------- the leaderboard

@@ -25,15 +25,15 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .core import validate as V
 from .tasks import TASKS, Map, Task
 from .training import distributed
-from .training.checkpoint import RunDirError, load_run, load_train_state
-from .training.options import ADDED_OPTIONS, flags_of
+from .training.checkpoint import RunDirError, article, load_run, load_train_state
+from .training.options import ADDED_OPTIONS, RESUME_MAY_CHANGE
 
 
 @dataclass
@@ -168,7 +168,7 @@ def _resume_plan(spec: Task, run: Path, model, attention, options, out, spell, g
     saved_config, state = load_train_state(run)
     if saved_config.get("task") != spec.name:
         task = saved_config.get("task")
-        raise RunDirError(f"{run} is {_article(task)} {task} run but the command line names {spec.name}; resume it "
+        raise RunDirError(f"{run} is {article(task)} {task} run but the command line names {spec.name}; resume it "
                           f"with `attnzoo train {task} --resume {run}`")
     if state["finished"] and (run / "metrics.json").is_file():
         raise RunDirError(f"{run} is a finished run (trained {state['step']} steps, metrics.json written): nothing "
@@ -179,7 +179,7 @@ def _resume_plan(spec: Task, run: Path, model, attention, options, out, spell, g
     same_out = out is None or Path(out).resolve() == run.resolve()
     asked = {"model": model, "attention": attention, "options": options, "out": None if same_out else str(out),
              **given}
-    may_change = {"device", "threads", "checkpoint_every_minutes", "checkpoint_every_steps", "eval_every_steps"}
+    may_change = set(RESUME_MAY_CHANGE)
     for key, value in asked.items():
         if value is None or key in may_change:
             continue
@@ -191,23 +191,19 @@ def _resume_plan(spec: Task, run: Path, model, attention, options, out, spell, g
     return TrainPlan(spec, cfg, was["model"], was["attention"], dict(was["options"]), run, state)
 
 
-def _contradiction(key: str, given, was, run: Path, spell) -> str:
-    def show(v) -> str:
-        if isinstance(v, dict):
-            return " ".join(f"{k}={json.dumps(x)}" for k, x in v.items()) or "(none)"
-        return f"{v:g}" if isinstance(v, float) else str(v)
+def show_value(value: Any) -> str:
+    """An option's value as its flag takes it: 0.001, 8, dim=16 layers=2 (a --set dict), (none)."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={json.dumps(x)}" for k, x in value.items()) or "(none)"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
+
+def _contradiction(key: str, given, was, run: Path, spell) -> str:
     name = _spell(spell, key)
     why = ("its learning-rate schedule ends with its budget: start a new run with --out NEWDIR to train longer"
            if key in ("minutes", "epochs") else "drop the flag, or start a new run with --out NEWDIR")
-    return (f"{name} {show(given)} contradicts the run being resumed ({run} has {name} "
-            f"{show(was) if was is not None else '(not set)'}); a resumed run keeps its own; {why}")
-
-
-def _article(word: object) -> str:
-    from .training.checkpoint import article
-
-    return article(word)
+    return (f"{name} {show_value(given)} contradicts the run being resumed ({run} has {name} "
+            f"{show_value(was) if was is not None else '(not set)'}); a resumed run keeps its own; {why}")
 
 
 def execute(p: TrainPlan, progress: bool | None = None) -> dict | None:
@@ -248,11 +244,4 @@ def train(task: str, *, model: str | None = None, attention: str | None = None, 
     return None if metrics is None else load(p.out)
 
 
-def flag_names(task: Task) -> dict[str, str]:
-    """field -> its command-line flag, for messages (the fields that are not flags keep their names)."""
-    names = {f.name: f.name for f in fields(task.Config)}
-    names.update({name: flag for name, flag, _ in flags_of(task.Config)})
-    return {**names, "model": "--model", "attention": "--attention", "options": "--set", "out": "--out"}
-
-
-__all__ = ["Run", "TrainPlan", "load", "plan", "execute", "train", "task_of", "flag_names"]
+__all__ = ["Run", "TrainPlan", "load", "plan", "execute", "train", "task_of", "show_value"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .runs import BEAM, open_run
+from ..tasks.base import BEAM
+from .runs import open_run
 
 
 def add_parsers(sub) -> dict:

@@ -123,8 +123,3 @@ def given(args: argparse.Namespace, flags: dict[str, tuple[str, Flag]]) -> dict[
             out[name] = str(Path(out[name]).resolve())
     return out
 
-
-def number(parser: argparse.ArgumentParser, flag: str, kind: type, meta: Flag, **kw: Any) -> tuple[str, Flag]:
-    """A numeric flag of a command's own (not a config field), checked like the config's by check_ranges."""
-    parser.add_argument(flag, type=kind, **kw)
-    return flag, meta

@@ -5,10 +5,6 @@ from __future__ import annotations
 from .. import lab
 from ..tasks import TASKS
 from ..training.checkpoint import RunDirError, article, load_run
-from ..training.options import Flag
-
-#: the numeric flags of the commands that read a run, checked like the config's flags
-BEAM = Flag("beam size (1 = greedy)", low=1, example="5")
 
 
 def commands_of(task) -> tuple[str, ...]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..tasks.base import BEAM
 from ..viz.heatmap import save_alignment
-from .runs import BEAM, open_run
+from .runs import open_run
 
 
 def add_parsers(sub) -> dict:

@@ -74,6 +74,17 @@ class AttentionState:
         return dataclasses.replace(self, **changes)
 
 
+def _check_key_mask(key_mask: Tensor, B: int, S: int, expected: str) -> None:
+    """A boolean (B, S) key_mask (True = may attend); ``expected`` says where (B, S) comes from."""
+    V.check_tensor("key_mask", key_mask)
+    if key_mask.dtype != torch.bool:
+        raise TypeError(f"key_mask must be boolean (True = may attend), got dtype {key_mask.dtype}")
+    if tuple(key_mask.shape) != (B, S):
+        sep = "," if expected.startswith("as") else ""
+        raise ValueError(f"key_mask must have shape (B, S) = ({B}, {S}){sep} {expected}, got "
+                         f"{V.fmt_shape(key_mask.shape)}")
+
+
 class StepAttention(nn.Module):
     """Base class of step-wise mechanisms: ``forward(query, keys, values, key_mask, state)``."""
 
@@ -106,12 +117,7 @@ class StepAttention(nn.Module):
                 raise ValueError(f"values must have shape ({B}, {S}, {self.value_dim}) (B, S, value_dim) "
                                  f"to match keys {V.fmt_shape(keys.shape)}, got {V.fmt_shape(values.shape)}")
         if key_mask is not None:
-            V.check_tensor("key_mask", key_mask)
-            if key_mask.dtype != torch.bool:
-                raise TypeError(f"key_mask must be boolean (True = may attend), got dtype {key_mask.dtype}")
-            if tuple(key_mask.shape) != (B, S):
-                raise ValueError(f"key_mask must have shape (B, S) = ({B}, {S}) to match keys "
-                                 f"{V.fmt_shape(keys.shape)}, got {V.fmt_shape(key_mask.shape)}")
+            _check_key_mask(key_mask, B, S, f"to match keys {V.fmt_shape(keys.shape)}")
             V.warn_if_all_blocked("key_mask", key_mask)  # once per sequence, not per decoding step
 
     def check_query(self, query: Tensor, state: AttentionState, key_mask: Tensor | None = None,
@@ -128,12 +134,7 @@ class StepAttention(nn.Module):
                              "initial_state(keys, values, key_mask) (or by its previous step)")
         B, S = state.projected_keys.shape[:2]
         if key_mask is not None:
-            V.check_tensor("key_mask", key_mask)
-            if key_mask.dtype != torch.bool:
-                raise TypeError(f"key_mask must be boolean (True = may attend), got dtype {key_mask.dtype}")
-            if tuple(key_mask.shape) != (B, S):
-                raise ValueError(f"key_mask must have shape (B, S) = ({B}, {S}), as given to initial_state, "
-                                 f"got {V.fmt_shape(key_mask.shape)}")
+            _check_key_mask(key_mask, B, S, "as given to initial_state")
         if query.dtype != state.projected_keys.dtype and not torch.is_autocast_enabled(query.device.type):
             raise TypeError(f"query has dtype {query.dtype} but the state's keys have {state.projected_keys.dtype}; "
                             f"cast one of them (e.g. query.to({state.projected_keys.dtype}))")

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from ..core import validate as V
 from ..data import MissingDataError
 from ..training.checkpoint import RunDirError, load_run
-from ..training.options import Flag, TrainOptions
+from ..training.options import ADDED_OPTIONS, Flag, TrainOptions
 from ..training.run import RunDirectory, resolve_device, run_metrics, trainer_options
 from ..training.trainer import Budget, Trainer, resolve_precision
 
@@ -153,6 +153,11 @@ class Task(ABC):
     def predictor(self, model: nn.Module, data: Any, device: torch.device) -> Any:
         """The model with what it needs to predict (vocabularies, device): the object a trained run offers."""
 
+    def prepare(self, cfg: TrainOptions, given: Any) -> Any:
+        """The task's data from what a caller handed to :meth:`train` (tests pass small corpora): by default
+        that is the task's data already."""
+        return given
+
     def saved(self, data: Any) -> dict:
         """What a checkpoint holds besides the weights (vocabularies), as tensors, numbers, strings and lists."""
         return {}
@@ -203,11 +208,14 @@ class Task(ABC):
         {name: {"png", "legend"}}}]`` and a line saying what the maps show; none by default."""
         return [], ""
 
+    def title(self, m: dict) -> str:
+        """The first line `attnzoo train` prints once a run ends: what was trained, how big, for how long."""
+        return (f"{self.name} {m['model']} {m['attention']}: {m['params']:,} parameters, "
+                f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs)")
+
     def summary(self, metrics: dict) -> list[str]:
-        """What `attnzoo train` prints once a run ends: a title line, then dev and test."""
-        return [f"{self.name} {metrics['model']} {metrics['attention']}: {metrics['params']:,} parameters, "
-                f"{metrics['train_seconds']:.0f} s training ({metrics['epochs']} epochs)",
-                *(f"  {part:<5} {self.score_line(metrics[part])}" for part in ("dev", "test"))]
+        """What `attnzoo train` prints once a run ends: the title line, then dev and test."""
+        return [self.title(metrics), *(f"  {part:<5} {self.score_line(metrics[part])}" for part in ("dev", "test"))]
 
     def eval_lines(self, result: dict) -> list[str]:
         """What `attnzoo eval` prints."""
@@ -225,7 +233,7 @@ class Task(ABC):
 
         ``resume``: the training state of the run in ``out`` to continue
         (:func:`~attnzoo.training.checkpoint.load_train_state`; ``cfg`` and the model must be the run's);
-        ``data``: the task's data, already loaded (tests pass small data)."""
+        ``data``: the task's data, or what :meth:`prepare` makes it from (tests pass small corpora)."""
         model_name, attention = self.choose(getattr(cfg, "model", None), attention)
         self.check_model(model_name, attention, overrides)  # fail before loading data
         device = resolve_device(cfg.device)
@@ -233,7 +241,7 @@ class Task(ABC):
             random.seed(cfg.seed)
             torch.manual_seed(cfg.seed)
             t0 = time.monotonic()
-            data = self.load_data(cfg) if data is None else data
+            data = self.load_data(cfg) if data is None else self.prepare(cfg, data)
             log.info("data: %s (%.1fs)", self.describe(data), time.monotonic() - t0)
             model = self.build(cfg, data, attention, overrides).to(device)
             predictor = self.predictor(model, data, device)
@@ -287,8 +295,6 @@ class Task(ABC):
 
     def saved_config(self, config: dict) -> TrainOptions:
         """The options a run was trained with (options added since take their old behaviour's value)."""
-        from ..training.options import ADDED_OPTIONS
-
         return self.Config.from_dict({**ADDED_OPTIONS, **config.get("task_config", {})})
 
     def __repr__(self) -> str:

@@ -283,7 +283,7 @@ class Classification(Task):
 
     # ------------------------------------------------------------------ what the commands print
     def summary(self, m: dict) -> list[str]:
-        return [super().summary(m)[0], *self.eval_lines(m, "  ")]
+        return [self.title(m), *self.eval_lines(m, "  ")]
 
     def eval_lines(self, r: dict, indent: str = "") -> list[str]:
         return [f"{indent}{part:<5} accuracy {r[part]['accuracy']:.2%} ({r[part]['images']:,} images)"

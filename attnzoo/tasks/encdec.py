@@ -59,6 +59,10 @@ class EncoderDecoderTask(Task):
     def check_model(self, model: str, attention: str, overrides: dict | None) -> None:
         check_model(model, attention, overrides)
 
+    def title(self, m: dict) -> str:
+        beam = f", beam {m['beam_size']}" if "beam_size" in m else ""  # a run's final figures name its beam
+        return super().title(m) + beam
+
     def model_config(self, model: str) -> type:
         return MODELS[model][1]
 

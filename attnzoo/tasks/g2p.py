@@ -239,8 +239,7 @@ class G2P(EncoderDecoderTask):
     # ------------------------------------------------------------------ what the commands print
     def summary(self, m: dict) -> list[str]:
         t, d = m["test"], m["dev"]
-        return [f"{self.name} {m['model']} {m['attention']}: {m['params']:,} parameters, "
-                f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), beam {m['beam_size']}",
+        return [self.title(m),
                 f"  dev   WER {d['wer']:.2%}  PER {d['per']:.2%}  ({d['words']} words)",
                 f"  test  WER {t['wer']:.2%}  PER {t['per']:.2%}  ({t['words']} words, split {m['split']})"]
 

@@ -236,6 +236,10 @@ class LanguageModelling(Task):
     def load_data(self, cfg: LMTaskConfig) -> LMData:
         return make_data(cfg)
 
+    def prepare(self, cfg: LMTaskConfig, given) -> LMData:
+        """A text handed to train() (already read) in place of reading cfg.data."""
+        return given if isinstance(given, LMData) else make_data(cfg, given)
+
     def describe(self, data: LMData) -> dict:
         out = {"train_chars": len(data.train_ids), "dev_chars": len(data.dev_ids), "test_chars": len(data.test_ids),
                "vocab": len(data.vocab), **{f"{k}_plays": v for k, v in data.split.plays.items()}}
@@ -325,7 +329,7 @@ class LanguageModelling(Task):
 
     # ------------------------------------------------------------------ what the commands print
     def summary(self, m: dict) -> list[str]:
-        return [super().summary(m)[0], f"  dev   {m['dev']['bpc']:.3f} bits/char",
+        return [self.title(m), f"  dev   {m['dev']['bpc']:.3f} bits/char",
                 f"  test  {m['test']['bpc']:.3f} bits/char ({m['test']['nats']:.3f} nats)"]
 
     def eval_lines(self, r: dict) -> list[str]:
@@ -341,9 +345,8 @@ def train(cfg: LMTaskConfig, out_dir: str | Path, attention: str | None = None, 
           progress: bool | None = None, text: str | None = None, resume: dict | None = None) -> dict:
     """Train, evaluate, write the run directory; ``text`` replaces reading ``cfg.data`` (already read);
     ``resume`` is a saved training state to continue from."""
-    data = None if text is None else make_data(cfg, text)
     return TASK.train(cfg, out_dir, attention=attention, overrides=model_overrides, progress=progress,
-                      resume=resume, data=data)
+                      resume=resume, data=text)
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> tuple[DecoderLM, CharVocab]:

@@ -35,6 +35,7 @@ from ..models.decoding import decode
 from ..models.factory import build_seq2seq, restore_seq2seq
 from ..training.metrics import g2p_scores
 from ..training.options import option
+from .base import Task
 from .encdec import EncoderDecoderTask, Seq2SeqOptions, timed_decoding
 from .g2p import G2P_MODEL_DEFAULTS
 from .translate import TRANSLATE_COMMAND, TRANSLATE_MODEL_DEFAULTS, alignment_map, corpus_scores
@@ -243,6 +244,10 @@ class Transduction(EncoderDecoderTask):
             self.check_data(cfg)  # the ValueError naming --data
         return PairsData.make(cfg, read_pairs(cfg.data))
 
+    def prepare(self, cfg: PairsConfig, given) -> PairsData:
+        """Pairs handed to train() (a test's, or read already) in place of reading cfg.data."""
+        return given if isinstance(given, PairsData) else PairsData.make(cfg, given)
+
     def describe(self, data: PairsData) -> dict:
         return data.summary
 
@@ -317,9 +322,7 @@ class Transduction(EncoderDecoderTask):
 
     # ------------------------------------------------------------------ what the commands print
     def summary(self, m: dict) -> list[str]:
-        return [f"{self.name} {m['model']} {m['attention']}: {m['params']:,} parameters, "
-                f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), units {m['units']}, "
-                f"beam {m['beam_size']}",
+        return [Task.title(self, m) + f", units {m['units']}, beam {m['beam_size']}",
                 *(f"  {part:<5} {pairs_line(m[part])}" for part in ("dev", "test"))]
 
     def eval_lines(self, r: dict) -> list[str]:
@@ -352,12 +355,8 @@ def train(cfg: PairsConfig, out_dir: str | Path, attention: str | None = None,
 
     ``pairs`` replaces reading ``cfg.data`` (already read by the command line, or a test's pairs);
     ``resume``: the training state of the run in ``out_dir`` to continue."""
-    data = None
-    if pairs is not None:
-        TASK.check_model(*TASK.choose(cfg.model, attention), model_overrides)  # fail before the data
-        data = PairsData.make(cfg, pairs)
     return TASK.train(cfg, out_dir, attention=attention, overrides=model_overrides, progress=progress,
-                      resume=resume, data=data)
+                      resume=resume, data=pairs)
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> Transducer:

@@ -244,6 +244,10 @@ class Translate(EncoderDecoderTask):
     def load_data(self, cfg: TranslateConfig) -> TranslateData:
         return TranslateData.make(cfg)
 
+    def prepare(self, cfg: TranslateConfig, given) -> TranslateData:
+        """Verses handed to train() (tests pass a small corpus) in place of the Bible."""
+        return given if isinstance(given, TranslateData) else TranslateData.make(cfg, given)
+
     def describe(self, data: TranslateData) -> dict:
         return {**data.split.summary(), "train_pairs_used": len(data.pairs),
                 "source_pieces": len(data.source.vocab()), "target_pieces": len(data.target.vocab())}
@@ -308,8 +312,7 @@ class Translate(EncoderDecoderTask):
     # ------------------------------------------------------------------ what the commands print
     def summary(self, m: dict) -> list[str]:
         t, d = m["test"], m["dev"]
-        return [f"{self.name} {m['model']} {m['attention']}: {m['params']:,} parameters, "
-                f"{m['train_seconds']:.0f} s training ({m['epochs']} epochs), beam {m['beam_size']}",
+        return [self.title(m),
                 f"  dev   BLEU {d['bleu']:.2f}  chrF {d['chrf']:.2f}  ({d['sentences']} verses)",
                 f"  test  BLEU {t['bleu']:.2f}  chrF {t['chrf']:.2f}  ({t['sentences']} verses)"]
 
@@ -329,12 +332,8 @@ def train(cfg: TranslateConfig, out_dir: str | Path, attention: str | None = Non
 
     ``verses`` replaces the Bible (tests pass a small corpus); ``resume``: the training state of the run
     in ``out_dir`` to continue (:func:`~attnzoo.training.checkpoint.load_train_state`)."""
-    data = None
-    if verses is not None:
-        TASK.check_model(*TASK.choose(cfg.model, attention), model_overrides)  # fail before the data
-        data = TranslateData.make(cfg, verses)
     return TASK.train(cfg, out_dir, attention=attention, overrides=model_overrides, progress=progress,
-                      resume=resume, data=data)
+                      resume=resume, data=verses)
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> Translator:

@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from . import distributed
-from .checkpoint import FORMAT_VERSION, TRAIN_STATE, RunDirError, load_run, save_checkpoint, write_json
+from .checkpoint import FORMAT_VERSION, TRAIN_STATE, RunDirError, save_checkpoint, write_json
 from .options import ADDED_OPTIONS, RESUME_MAY_CHANGE, TrainOptions
 
 __all__ = ["RunDirectory", "TrainOptions", "ADDED_OPTIONS", "RESUME_MAY_CHANGE", "trainer_options", "run_metrics",
-           "decode_speed", "load_task_run", "resolve_device"]
+           "decode_speed", "resolve_device"]
 
 
 class RunDirectory:
@@ -119,18 +118,6 @@ def decode_speed(items: int, seconds: float, unit: str) -> dict:
     """What metrics.json says of decoding: test items (words, verses, sources) decoded per second, beam
     search and scoring included."""
     return {"decode_items_per_second": round(items / max(seconds, 1e-9), 1), "decode_unit": unit}
-
-
-def load_task_run(run_dir: str | Path, task: str, build: Callable[[dict, dict], Any]) -> tuple[dict, Any]:
-    """(config, build(config, checkpoint)) for a run of ``task``; RunDirError if it is not one."""
-    config, ckpt = load_run(run_dir)
-    if config.get("task") != task:
-        raise RunDirError(f"{run_dir} is a {config.get('task')!r} run, not a {task} run")
-    try:
-        return config, build(config, ckpt)
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise RunDirError(f"{run_dir}/checkpoint.pt does not hold a {task} model "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
 def resolve_device(name: str) -> torch.device:
