@@ -27,10 +27,12 @@ import torch
 import attnzoo
 from attnzoo import KVCache, MultiHeadAttention, attend
 from attnzoo.cli import main
+from attnzoo.core.masks import create_mask
+from attnzoo.core.scores import AdditiveScore
 from attnzoo.mechanisms.visual import doubly_stochastic_penalty
 from attnzoo.models.captioner import Captioner, CaptionerConfig
 from attnzoo.models.factory import build_seq2seq
-from attnzoo.models.lm import DecoderLM, LMConfig
+from attnzoo.models.lm import DecoderLM, LMConfig, sample_next
 from attnzoo.models.vit import ViT, ViTConfig
 from attnzoo.training.metrics import box_attention_share
 
@@ -103,6 +105,18 @@ def location_aware_steps():
 # ----------------------------------------------------------------------------- multi-head and caches
 def mha(**kw):
     return MultiHeadAttention(dim=8, num_heads=2, **kw)
+
+
+def self_cache_used_for_cross():
+    cache = KVCache()
+    mha()(t(2, 1, 8), cache=cache, is_causal=True)
+    mha()(t(2, 1, 8), key=t(2, 4, 8), value=t(2, 4, 8), cache=cache)
+
+
+def cache_reordered(index):
+    cache = KVCache()
+    mha()(t(2, 1, 8), cache=cache, is_causal=True)
+    cache.index_select_(index)
 
 
 def cache_shared_by_two_widths():
@@ -270,7 +284,20 @@ CASES = [
     Case("`attend`: backend='flash'", att(backend="flash"), ValueError, "unknown backend 'flash'"),
     Case("`attend`: backend='sdpa' with need_weights=True", att(backend="sdpa", need_weights=True), ValueError,
          "use backend='eager' or 'auto'"),
-    Case("`attend`: dropout_p=1.5", att(dropout_p=1.5), ValueError, "dropout_p must be in [0, 1)"),
+    Case("`attend`: dropout_p=1.5", att(dropout_p=1.5), ValueError, "dropout_p must be a probability in [0, 1)"),
+    Case("`attend`: scale='2' (a string)", att(scale="2"), TypeError, "pass the number 2, not the string '2'"),
+    Case("`attend`: a score module built for other sizes",
+         lambda tmp, mp: attend(*qkv(), score=AdditiveScore(6, 6, 5)), ValueError,
+         "score AdditiveScore was built for q with 6 features (query_dim=6), but q has shape (2, 1, 3, 4)"),
+    Case("`attend`: score_mod that is not callable", att(score_mod=0.5), TypeError,
+         "score_mod must be a function score_mod(score, b, h, q_idx, kv_idx) -> score, got float 0.5"),
+    Case("`attend`: score_mod taking (score, q_idx, kv_idx)", att(score_mod=lambda s, q_idx, kv_idx: s), TypeError,
+         "score_mod must take 5 positional arguments"),
+    Case("`attend`: is_causal with query_offset before every key", att(is_causal=True, query_offset=-3), UserWarning,
+         "puts all 3 queries before the first key"),
+    Case("`create_mask`: a mask_mod of two arguments",
+         lambda tmp, mp: create_mask(lambda q_idx, kv_idx: q_idx >= kv_idx, 1, 1, 3, 3), TypeError,
+         "mask_mod must take 4 positional arguments"),
     # --- step-wise mechanisms (content and location families)
     Case("`create`: unknown name 'additiv'", lambda tmp, mp: attnzoo.create("additiv", query_dim=4, key_dim=4),
          ValueError, "did you mean 'additive'?"),
@@ -278,6 +305,15 @@ CASES = [
          ValueError, "use 'general' or 'additive' for different sizes"),
     Case("`create`: query_dim=0", lambda tmp, mp: attnzoo.create("additive", query_dim=0, key_dim=4), ValueError,
          "query_dim must be a positive int"),
+    Case("`create`: hidden_dim=0 (not a default)",
+         lambda tmp, mp: attnzoo.create("additive", query_dim=4, key_dim=4, hidden_dim=0), ValueError,
+         "AdditiveAttention: hidden_dim must be a positive int, got 0"),
+    Case("`create`: backend='eagr' at construction",
+         lambda tmp, mp: attnzoo.create("dot", query_dim=4, key_dim=4, backend="eagr"), ValueError,
+         "unknown backend 'eagr'"),
+    Case("step-wise: a later step with another mechanism's state",
+         lambda tmp, mp: later_step(state=attnzoo.create("gmm", query_dim=4, key_dim=6).initial_state(KEYS, KEYS)),
+         TypeError, "state was made by a GMMAttention, not by this AdditiveAttention"),
     Case("`create`: a misspelt option (hiden_dim)",
          lambda tmp, mp: attnzoo.create("additive", query_dim=4, key_dim=4, hiden_dim=8), TypeError,
          "unexpected keyword argument 'hiden_dim'"),
@@ -336,7 +372,26 @@ CASES = [
     Case("MHA: positions='rop'", lambda tmp, mp: mha(positions="rop"), ValueError, "did you mean 'rope'?"),
     Case("MHA: RoPE with an odd head_dim", lambda tmp, mp: MultiHeadAttention(dim=6, num_heads=2, positions="rope"),
          ValueError, "RoPE needs an even head_dim, got 3"),
-    Case("MHA: dropout_p=1", lambda tmp, mp: mha(dropout_p=1.0), ValueError, "dropout_p must be in [0, 1)"),
+    Case("MHA: dropout_p=1", lambda tmp, mp: mha(dropout_p=1.0), ValueError,
+         "dropout_p must be a probability in [0, 1)"),
+    Case("MHA: num_heads=True", lambda tmp, mp: MultiHeadAttention(dim=8, num_heads=True), TypeError,
+         "num_heads must be a positive int, got bool True; True and False are not sizes"),
+    Case("MHA: dim='8' (a string)", lambda tmp, mp: MultiHeadAttention(dim="8", num_heads=2), TypeError,
+         "pass the number 8, not the string '8'"),
+    Case("GQA: num_kv_heads=0 (not a default)", lambda tmp, mp: attnzoo.create("gqa", dim=8, num_heads=4,
+                                                                                num_kv_heads=0), ValueError,
+         "num_kv_heads must be a positive int, got 0"),
+    Case("MQA: num_kv_heads=2", lambda tmp, mp: attnzoo.create("mqa", dim=8, num_heads=4, num_kv_heads=2), ValueError,
+         "num_kv_heads must be 1"),
+    Case("MHA: a cache that is not a KVCache", lambda tmp, mp: mha()(t(2, 1, 8), cache={}), TypeError,
+         "cache must be a KVCache"),
+    Case("KVCache of a self-attention layer, used for cross-attention", lambda tmp, mp: self_cache_used_for_cross(),
+         ValueError, "storing a cross-attention memory would overwrite them"),
+    Case("KVCache.append: integer tensors",
+         lambda tmp, mp: KVCache().append(torch.ones(2, 1, 3, 4, dtype=torch.long), t(2, 1, 3, 4)), TypeError,
+         "k must be a floating-point tensor, got dtype torch.int64"),
+    Case("KVCache.index_select_: a row out of range", lambda tmp, mp: cache_reordered(torch.tensor([0, 2])),
+         ValueError, "index holds row 2, outside the cache's batch of 2 rows"),
     Case("KVCache shared by two layers of different widths", lambda tmp, mp: cache_shared_by_two_widths(), ValueError,
          "does not continue the cached keys of shape (2, 2, 1, 4)"),
     Case("KVCache: the next step with another batch size", lambda tmp, mp: cache_with_another_batch(), ValueError,
@@ -393,7 +448,11 @@ CASES = [
     Case("LM generate: a prompt id outside the vocabulary", lambda tmp, mp: lm().generate(torch.full((1, 3), 12), 2),
          ValueError, "prompt holds token id 12"),
     Case("LM generate: top_p=1.5", lambda tmp, mp: lm().generate(torch.zeros(1, 2, dtype=torch.long), 2, top_p=1.5),
-         ValueError, "top_p must be in (0, 1]"),
+         ValueError, "top_p must be a probability mass in (0, 1]"),
+    Case("LM: sample_next with top_k=0", lambda tmp, mp: sample_next(t(2, 5), top_k=0), ValueError,
+         "sample_next: top_k must be a positive int, got 0"),
+    Case("LMConfig: dropout=1.5", lambda tmp, mp: LMConfig(vocab=10, dropout=1.5), ValueError,
+         "LMConfig: dropout must be a probability in [0, 1), got 1.5"),
     Case("ViT: images of the wrong size", lambda tmp, mp: vit()(t(2, 1, 32, 32)), ValueError,
          "images must have shape (B, 1, 28, 28), got (2, 1, 32, 32)"),
     Case("ViT: 8-bit images", lambda tmp, mp: vit()(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)), TypeError,

@@ -41,6 +41,7 @@ length, S key length, D query/key size, E value size. Inputs are either 4-D
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -220,6 +221,7 @@ def attend(
         block_size: keys per block for backend="chunked" (default: 128, fewer for the additive
             score), query rows per block for backend="tiled" (default: a block of about 2 MiB).
     """
+    _check_options(score, score_mod, dropout_p, scale, query_offset, block_size)
     score = resolve_score(score, scale)
     recorder = _capture.active()
     asked_for_weights = need_weights
@@ -234,14 +236,14 @@ def attend(
         mask = _add_head_dim(mask)
         bias = _add_head_dim(bias)
     mask, bias = _neginf_bias_as_mask(mask, bias)
-    if query_offset is None:
-        query_offset = k.shape[-2] - q.shape[-2]
+    query_offset = _query_offset(query_offset, q.shape[-2], k.shape[-2], is_causal)
     grid = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
     chosen = choose_backend(backend, score, normalize, need_weights, score_mod, dropout_p, grid, q.device, q.dtype)
     if is_causal and chosen not in ("chunked", "tiled"):  # those build the causal mask block by block
         c = causal_mask(q.shape[-2], k.shape[-2], device=q.device, query_offset=query_offset)  # (L, S)
         mask = c if mask is None else mask & c
 
+    _check_score_sizes(score, q, k, keys_projected)
     qp = score.project_query(q)
     kp = k if keys_projected else score.project_keys(k)
     _check_feature_sizes(score, qp, kp)
@@ -367,9 +369,45 @@ def _check_inputs(q, k, v, mask, bias, normalize, dropout_p) -> bool:
     if bias is not None:
         V.check_bias("bias", bias, target, legend)
     V.check_choice("normalize", normalize, NORMALIZERS)
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     return q.dim() == 3
+
+
+def _check_options(score, score_mod, dropout_p, scale, query_offset, block_size) -> None:
+    """attend's scalar arguments and score_mod: isinstance checks and a range, no tensor work."""
+    if not isinstance(score, (str, Score)):
+        raise TypeError(f"score must be a name ('dot', 'scaled_dot') or a Score module, got {type(score).__name__}")
+    V.PROBABILITY.check("dropout_p", dropout_p)
+    for name, value, kind in (("scale", scale, V.POSITIVE), ("query_offset", query_offset, V.INT),
+                              ("block_size", block_size, V.SIZE)):
+        if value is not None:
+            kind.check(name, value)
+    if score_mod is not None:
+        V.check_mod("score_mod", score_mod)
+
+
+def _check_score_sizes(score: Score, q: Tensor, k: Tensor, keys_projected: bool) -> None:
+    """A score module built for (query_dim, key_dim) features is given tensors of those sizes."""
+    for name, x, expected in (("q", q, score.query_dim), ("k", k, None if keys_projected else score.key_dim)):
+        if expected is not None and x.shape[-1] != expected:
+            raise ValueError(f"score {type(score).__name__} was built for {name} with {expected} features "
+                             f"({'query' if name == 'q' else 'key'}_dim={expected}), but {name} has shape "
+                             f"{V.fmt_shape(x.shape)}; build the score with the sizes of your tensors")
+
+
+def _query_offset(query_offset: int | None, L: int, S: int, is_causal: bool) -> int:
+    """The first query's position among the keys (default S - L: the newest); a causal offset that puts every
+    query before the first key is warned about, as an all-False mask is."""
+    if query_offset is None:
+        return S - L
+    if is_causal and query_offset + L <= 0:
+        _warn_every_row_blocked(query_offset, L)
+    return query_offset
+
+
+def _warn_every_row_blocked(query_offset: int, L: int) -> None:
+    warnings.warn(f"query_offset={query_offset} with is_causal=True puts all {L} queries before the first key, so "
+                  f"every row is fully masked and every output is zero; query_offset is the position of the first "
+                  f"query among the keys (default S - L)", UserWarning, stacklevel=4)
 
 
 def _check_feature_sizes(score: Score, q: Tensor, k: Tensor) -> None:

@@ -20,10 +20,13 @@ Shape legend: any shape; the mask has the input's shape.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from . import validate as V
 
 #: bits of each uniform draw: the drop rate is p rounded to a multiple of 2**-LEVEL_BITS
 LEVEL_BITS = 15
@@ -31,9 +34,12 @@ _LEVELS = 1 << LEVEL_BITS
 _PER_WORD = 4  # 15-bit uniforms per 64-bit draw (one per 16-bit lane; the top lane's sign bit is always 0)
 
 
+#: a drop rate: 1 drops everything (as nn.Dropout allows); NaN, strings and bools are refused
+RATE = V.Kind("a probability in [0, 1]", (numbers.Real,), low=0, high=1)
+
+
 def _check_p(p: float) -> None:
-    if not (isinstance(p, (int, float)) and 0 <= p <= 1):
-        raise ValueError(f"dropout p must be a probability in [0, 1], got {p!r}")
+    RATE.check("p", p, "dropout")
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu"
@@ -66,8 +72,8 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
 class Dropout(nn.Dropout):
     """``nn.Dropout`` with :func:`dropout`'s cheaper CPU mask (``inplace`` is not offered)."""
 
+    @V.checked(p=RATE)  # nn.Dropout lets NaN through
     def __init__(self, p: float = 0.5):
-        _check_p(p)  # nn.Dropout lets NaN through
         super().__init__(p)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -21,9 +21,11 @@ from . import validate as V
 
 
 def _check_kv(k: Tensor, v: Tensor) -> None:
-    """k (B, G, L, D) and v (B, G, L, E): shapes only, no reduction."""
-    V.check_tensor("k", k)
-    V.check_tensor("v", v)
+    """k (B, G, L, D) and v (B, G, L, E), floating, of one dtype: shapes and types only, no reduction."""
+    for name, x in (("k", k), ("v", v)):
+        V.check_tensor(name, x)
+        V.check_floating(name, x)
+    V.check_same_dtype(k=k, v=v)
     V.check_rank("k", k, (4,), "(B, G, L, D)")
     V.check_rank("v", v, (4,), "(B, G, L, E)")
     if k.shape[:3] != v.shape[:3]:
@@ -52,8 +54,8 @@ class KVCache:
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add (B, G, L, D) keys and (B, G, L, E) values; return all (B, G, S + L, .) so far."""
         if self.static:
-            raise ValueError("this KVCache holds a cross-attention memory; use a separate KVCache per layer "
-                             "and per self-/cross-attention")
+            raise ValueError("this KVCache holds a cross-attention memory, so it cannot take self-attention "
+                             "positions; use a separate KVCache per layer and per self-/cross-attention")
         _check_kv(k, v)
         L = k.shape[-2]
         if self._k is not None and (k.dtype != self._k.dtype or k.device != self._k.device):
@@ -79,12 +81,24 @@ class KVCache:
 
     def store(self, k: Tensor, v: Tensor) -> None:
         """Hold a cross-attention memory (B, G, S, D/E) for reuse by later calls."""
+        if self.length and not self.static:
+            raise ValueError(f"this KVCache holds {self.length} self-attention positions; storing a cross-attention "
+                             "memory would overwrite them. Use a separate KVCache per layer and per "
+                             "self-/cross-attention")
         _check_kv(k, v)
         self._k, self._v, self.length, self.static = k, v, k.shape[-2], True
 
     def index_select_(self, index: Tensor) -> KVCache:
         """Reorder or repeat the batch rows in place (beam search)."""
         V.check_tensor("index", index)
+        if index.dtype not in (torch.int64, torch.int32) or index.dim() != 1:
+            raise TypeError(f"index must be a 1-D int64 tensor of batch rows, got dtype {index.dtype} and shape "
+                            f"{V.fmt_shape(index.shape)}; pass index.long()")
+        if self._k is not None and index.numel() and index.device.type == "cpu":  # no GPU sync per step
+            lo, hi = (int(x) for x in torch.aminmax(index))  # one reduction per reorder
+            if lo < 0 or hi >= self._k.shape[0]:
+                raise ValueError(f"index holds row {lo if lo < 0 else hi}, outside the cache's batch of "
+                                 f"{self._k.shape[0]} rows [0, {self._k.shape[0]})")
         if self._k is not None:
             self._k = self._k.index_select(0, index)
             self._v = self._v.index_select(0, index)

@@ -24,18 +24,23 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from . import validate as V
+
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 # --------------------------------------------------------------------------- tensors
+@V.checked(max_len=V.COUNT)
 def padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
     """(B,) lengths -> (B, S) boolean, True on the first ``lengths[b]`` positions."""
+    _check_lengths(lengths)
     if lengths.dim() != 1:
         raise ValueError(f"lengths must have shape (B,), got {tuple(lengths.shape)}")
     max_len = int(lengths.max()) if max_len is None else max_len
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]  # (B, S)
 
 
+@V.checked(query_len=V.COUNT, key_len=V.COUNT, query_offset=V.INT)
 def causal_mask(query_len: int, key_len: int | None = None, device=None, query_offset: int | None = None) -> Tensor:
     """(L, S) lower-triangular mask, aligned to the bottom-right corner by default.
 
@@ -50,6 +55,7 @@ def causal_mask(query_len: int, key_len: int | None = None, device=None, query_o
     return kv_idx <= q_idx  # (L, S)
 
 
+@V.checked(query_len=V.COUNT, key_len=V.COUNT)
 def sliding_window_mask(query_len: int, key_len: int | None = None, window: int = 128,
                         causal: bool = True, device=None) -> Tensor:
     """(L, S) mask keeping keys within ``window`` positions of the query (bottom-right aligned)."""
@@ -69,6 +75,7 @@ def causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
     return q_idx >= kv_idx
 
 
+@V.checked()
 def sliding_window(window: int, causal: bool = True) -> MaskMod:
     """mask_mod factory: keys at most ``window - 1`` positions away (behind, if causal)."""
 
@@ -82,6 +89,7 @@ def sliding_window(window: int, causal: bool = True) -> MaskMod:
 
 def padding(lengths: Tensor) -> MaskMod:
     """mask_mod factory: keys beyond each sequence's length are blocked."""
+    _check_lengths(lengths)
 
     def mask_mod(b, h, q_idx, kv_idx):
         return kv_idx < lengths[b]
@@ -91,6 +99,7 @@ def padding(lengths: Tensor) -> MaskMod:
 
 def and_masks(*mods: MaskMod) -> MaskMod:
     """A position may be attended only if every mask_mod allows it."""
+    _check_mods("and_masks", mods)
 
     def mask_mod(b, h, q_idx, kv_idx):
         out = mods[0](b, h, q_idx, kv_idx)
@@ -103,6 +112,7 @@ def and_masks(*mods: MaskMod) -> MaskMod:
 
 def or_masks(*mods: MaskMod) -> MaskMod:
     """A position may be attended if any mask_mod allows it."""
+    _check_mods("or_masks", mods)
 
     def mask_mod(b, h, q_idx, kv_idx):
         out = mods[0](b, h, q_idx, kv_idx)
@@ -114,12 +124,16 @@ def or_masks(*mods: MaskMod) -> MaskMod:
 
 
 def not_mask(mod: MaskMod) -> MaskMod:
+    """A position may be attended where ``mod`` blocks it."""
+    V.check_mod("mask_mod", mod)
+
     def mask_mod(b, h, q_idx, kv_idx):
         return ~mod(b, h, q_idx, kv_idx)
 
     return mask_mod
 
 
+@V.checked(B=V.COUNT, H=V.COUNT, L=V.COUNT, S=V.COUNT, query_offset=V.INT)
 def index_grid(B: int, H: int, L: int, S: int, device=None, query_offset: int = 0):
     """Broadcastable (b, h, q_idx, kv_idx) index tensors for a (B, H, L, S) grid.
 
@@ -132,8 +146,24 @@ def index_grid(B: int, H: int, L: int, S: int, device=None, query_offset: int = 
     return b, h, q_idx, kv_idx
 
 
+@V.checked(B=V.COUNT, H=V.COUNT, L=V.COUNT, S=V.COUNT)
 def create_mask(mask_mod: MaskMod, B: int, H: int, L: int, S: int, device=None) -> Tensor:
     """Evaluate a mask_mod on the whole grid -> boolean (B, H, L, S) (broadcast dims kept at 1
     where the mask_mod does not depend on them)."""
+    V.check_mod("mask_mod", mask_mod)
     out = mask_mod(*index_grid(B, H, L, S, device))
     return torch.as_tensor(out, device=device).to(torch.bool)
+
+
+def _check_lengths(lengths: object) -> None:
+    V.check_tensor("lengths", lengths)
+    if torch.is_floating_point(lengths) or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must hold integer sequence lengths (B,), got dtype {lengths.dtype}; "
+                        "pass lengths.long()")
+
+
+def _check_mods(name: str, mods: tuple) -> None:
+    if not mods:
+        raise TypeError(f"{name} needs at least one mask_mod, got none")
+    for mod in mods:
+        V.check_mod("mask_mod", mod)

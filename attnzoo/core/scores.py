@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import validate as V
+
 
 class Score(nn.Module):
     """Base class: identity projections, subclasses define ``compare``."""
@@ -69,6 +71,7 @@ class ScaledDotScore(Score):
 
     name = "scaled_dot"
 
+    @V.checked(scale=V.POSITIVE)
     def __init__(self, scale: float | None = None):
         super().__init__()
         self.scale = scale
@@ -92,6 +95,7 @@ class GeneralScore(Score):
 
     name = "general"
 
+    @V.checked()
     def __init__(self, query_dim: int, key_dim: int):
         super().__init__()
         self.query_dim, self.key_dim = query_dim, key_dim
@@ -124,10 +128,11 @@ class AdditiveScore(Score):
     name = "additive"
     compare_uses_parameters = True  # v
 
+    @V.checked()
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None,
                  blockwise: bool | None = None):
         super().__init__()
-        hidden_dim = hidden_dim or query_dim
+        hidden_dim = query_dim if hidden_dim is None else hidden_dim
         self.blockwise = blockwise
         self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
         self.query_proj = nn.Linear(query_dim, hidden_dim, bias=False)  # W
@@ -168,10 +173,10 @@ class CosineScore(Score):
     name = "cosine"
     compare_uses_parameters = True  # the sharpness beta
 
+    @V.checked(initial_sharpness=V.Kind("a finite number > 1", (float, int), low=1, low_inclusive=False),
+               eps=V.POSITIVE)
     def __init__(self, initial_sharpness: float = 5.0, eps: float = 1e-8):
         super().__init__()
-        if initial_sharpness <= 1:
-            raise ValueError(f"initial_sharpness must be > 1, got {initial_sharpness}")
         self.eps = eps
         # inverse of 1 + softplus: x = log(exp(beta - 1) - 1)
         self.sharpness_raw = nn.Parameter(torch.tensor(math.log(math.expm1(initial_sharpness - 1))))

@@ -55,6 +55,12 @@ class AttentionState:
     cumulative: Tensor | None = None  # (B, S) running sum of all previous weights
     position: Tensor | None = None  # (B, *) window position / mixture means, for location families
     extra: dict[str, Tensor] = field(default_factory=dict)
+    made_by: str = ""  # the class of the mechanism whose initial_state made it: another's state is refused
+
+    @classmethod
+    def of(cls, mechanism: nn.Module, **fields) -> AttentionState:
+        """A state made by ``mechanism``'s initial_state (its class name recorded)."""
+        return cls(made_by=type(mechanism).__name__, **fields)
 
     def index_select(self, index: Tensor) -> AttentionState:
         """Rows ``index`` of every tensor (reorder or repeat batch entries, e.g. for beams)."""
@@ -68,6 +74,7 @@ class AttentionState:
             cumulative=pick(self.cumulative),
             position=pick(self.position),
             extra={k: pick(v) for k, v in self.extra.items()},
+            made_by=self.made_by,
         )
 
     def replace(self, **changes) -> AttentionState:
@@ -92,11 +99,9 @@ class StepAttention(nn.Module):
     #: True when the weights do not depend on earlier steps, so T steps may run at once
     stateless: bool = True
 
+    @V.checked()
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None):
         super().__init__()
-        for name, d in (("query_dim", query_dim), ("key_dim", key_dim)):
-            if not isinstance(d, int) or d <= 0:
-                raise ValueError(f"{name} must be a positive int, got {d!r}")
         self.query_dim, self.key_dim = query_dim, key_dim
         self.value_dim = key_dim if value_dim is None else value_dim
 
@@ -129,6 +134,10 @@ class StepAttention(nn.Module):
         if not isinstance(state, AttentionState):
             raise TypeError(f"state must be the AttentionState that this {type(self).__name__}'s initial_state(keys, "
                             f"values, key_mask) (or its previous step) returned, got {type(state).__name__}")
+        if state.made_by and state.made_by != type(self).__name__:
+            raise TypeError(f"state was made by a {state.made_by}, not by this {type(self).__name__}; pass the "
+                            f"state returned by this mechanism's initial_state(keys, values, key_mask) (or its "
+                            "previous step): each mechanism keeps its own state")
         if state.projected_keys is None:
             raise ValueError(f"state has no projected keys: pass the state returned by this {type(self).__name__}'s "
                              "initial_state(keys, values, key_mask) (or by its previous step)")
@@ -186,10 +195,9 @@ class ImageAttention(nn.Module):
 
     registry_name: str = "?"
 
-    def __init__(self, channels: int):
+    @V.checked()
+    def __init__(self, channels: int):  # C of the (B, C, H, W) feature map
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
-            raise ValueError(f"channels must be a positive int (C of the (B, C, H, W) feature map), got {channels!r}")
         self.channels = channels
 
     def check_input(self, x: Tensor) -> None:

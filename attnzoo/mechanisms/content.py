@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..core.attend import attend
+from ..core import validate as V
+from ..core.attend import BACKENDS, attend
 from ..core.normalize import NORMALIZERS
 from ..core.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score
-from ..core.validate import check_choice
 from .base import AttentionState, StepAttention
 from .registry import register
 
@@ -27,10 +27,10 @@ from .registry import register
 class ContentAttention(StepAttention):
     """Shared body: ``score`` decides the family member; everything else is the core's."""
 
+    @V.checked(normalize=V.one_of(NORMALIZERS), backend=V.one_of(BACKENDS))
     def __init__(self, score: Score, query_dim: int, key_dim: int, value_dim: int | None = None,
                  normalize: str = "softmax", backend: str = "auto"):
         super().__init__(query_dim, key_dim, value_dim)
-        check_choice("normalize", normalize, NORMALIZERS)
         self.score = score
         self.normalize = normalize
         self.backend = backend
@@ -38,7 +38,7 @@ class ContentAttention(StepAttention):
     def initial_state(self, keys: Tensor, values: Tensor | None = None,
                       key_mask: Tensor | None = None) -> AttentionState:
         self.check_memory(keys, values, key_mask)
-        return AttentionState(projected_keys=self.score.project_keys(keys))  # (B, S, Dk')
+        return AttentionState.of(self, projected_keys=self.score.project_keys(keys))  # (B, S, Dk')
 
     def forward(self, query: Tensor, keys: Tensor, values: Tensor, key_mask: Tensor | None = None,
                 state: AttentionState | None = None) -> tuple[Tensor, Tensor, AttentionState]:
@@ -73,6 +73,7 @@ def _same_dims(name: str, query_dim: int, key_dim: int) -> None:
 class DotAttention(ContentAttention):
     """e_ts = h_t . k_s   (Luong 2015 "dot")."""
 
+    @V.checked()
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, **options):
         _same_dims("dot", query_dim, key_dim)
@@ -83,6 +84,7 @@ class DotAttention(ContentAttention):
 class ScaledDotAttention(ContentAttention):
     """e_ts = h_t . k_s / sqrt(d)   (Vaswani 2017)."""
 
+    @V.checked(scale=V.POSITIVE)
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, scale: float | None = None, **options):
         _same_dims("scaled_dot", query_dim, key_dim)
@@ -94,6 +96,7 @@ class ScaledDotAttention(ContentAttention):
 class GeneralAttention(ContentAttention):
     """e_ts = h_t^T W_a k_s   (Luong 2015 "general", bilinear); W_a k_s computed once per sequence."""
 
+    @V.checked()
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, **options):
         super().__init__(GeneralScore(query_dim, key_dim), query_dim, key_dim, value_dim, **options)
@@ -104,6 +107,7 @@ class GeneralAttention(ContentAttention):
 class AdditiveAttention(ContentAttention):
     """e_ts = v^T tanh(W h_t + U k_s + b)   (Bahdanau 2015; Luong's "concat"); U k_s + b once per sequence."""
 
+    @V.checked()
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, **options):
         super().__init__(AdditiveScore(query_dim, key_dim, hidden_dim), query_dim, key_dim, value_dim, **options)
@@ -113,6 +117,7 @@ class AdditiveAttention(ContentAttention):
 class CosineAttention(ContentAttention):
     """e_ts = beta * h_t . k_s / (|h_t| |k_s|), beta = 1 + softplus(b) learned   (Graves 2014, NTM)."""
 
+    @V.checked(initial_sharpness=V.Kind("a finite number > 1", (float, int), low=1, low_inclusive=False))
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, initial_sharpness: float = 5.0, **options):
         _same_dims("cosine", query_dim, key_dim)

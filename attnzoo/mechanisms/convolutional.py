@@ -76,6 +76,7 @@ class ConvCache:
     def __len__(self) -> int:
         return self.length
 
+    @V.checked(keep=V.COUNT)
     def append(self, x: Tensor, keep: int) -> Tensor:
         """x (B, L, C) new inputs -> (B, keep + L, C): the ``keep`` inputs before x (zeros before the
         first position, as the full pass's left padding) and x; the cache keeps the last ``keep``."""
@@ -138,17 +139,13 @@ class LightweightConv(nn.Module):
 
     dynamic = False
 
+    @V.checked()
     def __init__(self, dim: int, num_heads: int = 1, kernel_size: int = 7, *, weight_dropout: float = 0.0,
                  bias: bool = True):
         super().__init__()
-        for name, val in (("dim", dim), ("num_heads", num_heads), ("kernel_size", kernel_size)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads}): each head's kernel "
                              f"is shared by dim / num_heads channels")
-        if not 0 <= weight_dropout < 1:
-            raise ValueError(f"weight_dropout must be in [0, 1), got {weight_dropout}")
         self.dim, self.num_heads, self.kernel_size, self.weight_dropout = dim, num_heads, kernel_size, weight_dropout
         self.in_proj = nn.Linear(dim, 2 * dim, bias=bias)  # to the GLU's value and gate halves
         if self.dynamic:
@@ -297,6 +294,7 @@ class AugmentedConv2d(nn.Module):
     runs through :func:`attnzoo.attend` with the relative logits as its ``bias``.
     """
 
+    @V.checked()
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *, dk: int | None = None,
                  dv: int | None = None, num_heads: int = 4, relative: bool = True,
                  max_size: int | tuple[int, int] = 32, bias: bool = True):
@@ -304,10 +302,8 @@ class AugmentedConv2d(nn.Module):
         if dv is None:  # the paper's v = dv / C_out = 0.25, k = 2v
             dv = max(num_heads, (out_channels // 4) // num_heads * num_heads)
         dk = 2 * dv if dk is None else dk
-        for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size),
-                          ("dk", dk), ("dv", dv), ("num_heads", num_heads)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        for size in (max_size,) if not isinstance(max_size, (tuple, list)) else max_size:
+            V.SIZE.check("max_size", size, type(self).__name__)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (a centred 'same' convolution), got {kernel_size}")
         if dk % num_heads or dv % num_heads:
@@ -394,12 +390,10 @@ class MultiStepAttention(nn.Module):
     computed once per source by the model.
     """
 
+    @V.checked()
     def __init__(self, dim: int, embed_dim: int | None = None, bias: bool = True):
         super().__init__()
         embed_dim = dim if embed_dim is None else embed_dim
-        for name, val in (("dim", dim), ("embed_dim", embed_dim)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
         self.dim, self.embed_dim = dim, embed_dim
         self.in_proj = nn.Linear(dim, embed_dim, bias=bias)  # W_d, b_d
         self.o_proj = nn.Linear(embed_dim, dim, bias=bias)  # W_o, b_o

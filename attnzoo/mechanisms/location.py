@@ -26,10 +26,11 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..core import validate as V
 from ..core.attend import attend
 from ..core.normalize import NORMALIZERS
 from ..core.scores import AdditiveScore, DotScore, GeneralScore, Score
-from ..core.validate import check_choice, check_positive
+from ..core.validate import check_choice
 from .base import AttentionState, StepAttention
 from .registry import register
 
@@ -93,11 +94,10 @@ class LuongLocationAttention(StepAttention):
 
     stateless = True
 
+    @V.checked(normalize=V.one_of(NORMALIZERS))
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, max_length: int = 256, normalize: str = "softmax"):
         super().__init__(query_dim, key_dim, value_dim)
-        check_positive("max_length", max_length)
-        check_choice("normalize", normalize, NORMALIZERS)
         self.max_length, self.normalize = max_length, normalize
         self.position_scores = nn.Linear(query_dim, max_length)  # W_a: one output per source position
 
@@ -107,7 +107,7 @@ class LuongLocationAttention(StepAttention):
         if S > self.max_length:
             raise ValueError(f"keys have source length S={S} but this 'location' attention scores at most "
                              f"max_length={self.max_length} positions; build it with max_length >= {S}")
-        return AttentionState(projected_keys=keys)  # nothing to project: the keys are never scored
+        return AttentionState.of(self, projected_keys=keys)  # nothing to project: the keys are never scored
 
     def forward(self, query, keys, values, key_mask=None, state=None):
         if state is None:
@@ -140,15 +140,14 @@ class LocationAwareAttention(StepAttention):
 
     stateless = False
 
+    @V.checked(normalize=V.one_of(NORMALIZERS))
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, channels: int = 10, kernel_size: int = 31,
                  cumulative: bool = False, normalize: str = "softmax"):
         super().__init__(query_dim, key_dim, value_dim)
-        check_positive("channels", channels)
-        if kernel_size <= 0 or kernel_size % 2 == 0:
+        if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number (the filter is centred on "
                              f"each position), got {kernel_size}")
-        check_choice("normalize", normalize, NORMALIZERS)
         self.cumulative, self.normalize = cumulative, normalize
         self.score = AdditiveScore(query_dim, key_dim, hidden_dim)  # W, V and b, w
         inputs = 2 if cumulative else 1
@@ -158,7 +157,7 @@ class LocationAwareAttention(StepAttention):
     def initial_state(self, keys, values=None, key_mask=None) -> AttentionState:
         self.check_memory(keys, values, key_mask)
         a0 = _uniform(_valid(keys, key_mask), _stat_dtype(keys))
-        return AttentionState(projected_keys=self.score.project_keys(keys),  # (B, S, A): V k_s + b
+        return AttentionState.of(self, projected_keys=self.score.project_keys(keys),  # (B, S, A): V k_s + b
                               weights=a0, cumulative=torch.zeros_like(a0) if self.cumulative else None)
 
     def location_features(self, state: AttentionState) -> Tensor:
@@ -207,10 +206,10 @@ class GMMAttention(StepAttention):
     stateless = False
     CLAMP = 20.0
 
+    @V.checked()
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, components: int = 5):
         super().__init__(query_dim, key_dim, value_dim)
-        check_positive("components", components)
         self.components = components
         self.mixture = nn.Linear(query_dim, 3 * components)  # W, b -> (alpha_hat, beta_hat, k_hat)
 
@@ -218,7 +217,7 @@ class GMMAttention(StepAttention):
         self.check_memory(keys, values, key_mask)
         dtype = _stat_dtype(keys)
         kappa0 = torch.zeros(keys.shape[0], self.components, dtype=dtype, device=keys.device)  # (B, K)
-        return AttentionState(projected_keys=keys, position=kappa0)
+        return AttentionState.of(self, projected_keys=keys, position=kappa0)
 
     def mixture_parameters(self, query: Tensor, kappa_prev: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """h_t (B, Dq), kappa_{t-1} (B, K) -> alpha, beta, kappa_t, each (B, K)."""
@@ -260,17 +259,17 @@ def _window_score(name: str, score: str, query_dim: int, key_dim: int, hidden_di
 class _LocalAttention(StepAttention):
     """Shared body of local-m and local-p: content scores inside a window of half-width D."""
 
+    @V.checked(score=V.one_of(("dot", "general", "additive")))
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, window: int = 10, score: str = "general"):
         super().__init__(query_dim, key_dim, value_dim)
-        check_positive("window", window)
         self.window = window  # D
         self.score = _window_score(self.registry_name, score, query_dim, key_dim, hidden_dim)
 
     def initial_state(self, keys, values=None, key_mask=None) -> AttentionState:
         self.check_memory(keys, values, key_mask)
         dtype = _stat_dtype(keys)
-        return AttentionState(projected_keys=self.score.project_keys(keys),
+        return AttentionState.of(self, projected_keys=self.score.project_keys(keys),
                               position=torch.zeros(keys.shape[0], dtype=dtype, device=keys.device),  # (B,)
                               extra={"lengths": _valid(keys, key_mask).sum(-1)})  # (B,) S per example, once
 
@@ -327,10 +326,11 @@ class LocalPredictiveAttention(_LocalAttention):
 
     stateless = True
 
+    @V.checked(score=V.one_of(("dot", "general", "additive")))
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, window: int = 10, score: str = "general"):
         super().__init__(query_dim, key_dim, value_dim, hidden_dim, window, score)
-        hidden = hidden_dim or query_dim
+        hidden = query_dim if hidden_dim is None else hidden_dim
         self.position_hidden = nn.Linear(query_dim, hidden, bias=False)  # W_p
         self.position_out = nn.Linear(hidden, 1, bias=False)  # v_p
 
@@ -379,18 +379,17 @@ class MonotonicAttention(StepAttention):
 
     stateless = False
 
+    @V.checked(noise_std=V.NONNEGATIVE)
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, initial_bias: float = -4.0, noise_std: float = 1.0,
                  hard: bool | None = None):
         super().__init__(query_dim, key_dim, value_dim)
-        hidden = hidden_dim or query_dim
+        hidden = query_dim if hidden_dim is None else hidden_dim
         self.query_proj = nn.Linear(query_dim, hidden, bias=False)  # W
         self.key_proj = nn.Linear(key_dim, hidden, bias=True)  # V, b
         self.direction = nn.Parameter(torch.randn(hidden) / math.sqrt(hidden))  # v
         self.gain = nn.Parameter(torch.tensor(1 / math.sqrt(hidden)))  # g
         self.bias = nn.Parameter(torch.tensor(float(initial_bias)))  # r
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
         self.noise_std, self.hard = noise_std, hard
 
     def initial_state(self, keys, values=None, key_mask=None) -> AttentionState:
@@ -399,7 +398,7 @@ class MonotonicAttention(StepAttention):
         dtype = _stat_dtype(keys)
         a0 = torch.zeros(B, S, dtype=dtype, device=keys.device)
         a0[:, :1] = 1.0  # delta at the first position (none when S = 0)
-        return AttentionState(projected_keys=self.key_proj(keys), weights=a0,
+        return AttentionState.of(self, projected_keys=self.key_proj(keys), weights=a0,
                               position=torch.zeros(B, dtype=torch.long, device=keys.device))
 
     def energy(self, query: Tensor, state: AttentionState) -> Tensor:

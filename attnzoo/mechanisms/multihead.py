@@ -37,28 +37,29 @@ from .registry import register
 POSITIONS = (None, "rope", "alibi", "t5", "relative")
 
 
+def _check_cache(cache: object) -> None:
+    if cache is not None and not isinstance(cache, KVCache):
+        raise TypeError(f"cache must be a KVCache (one per layer and per self-/cross-attention), got "
+                        f"{type(cache).__name__}")
+
+
 @register("mha", family="multi-head", paper="Vaswani et al. 2017, Attention Is All You Need")
 class MultiHeadAttention(nn.Module):
     """out = W_o [softmax(Q_h K_g(h)^T / sqrt(D)) V_g(h)]_h; G = H (MHA), 1 (MQA) or between (GQA)."""
 
+    @V.checked(positions=V.one_of(POSITIONS))
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None, *,
                  key_dim: int | None = None, value_dim: int | None = None, bias: bool = True,
                  dropout_p: float = 0.0, positions: str | None = None, fused_attn: bool = True,
                  relative_distance: int = 16, t5_bidirectional: bool = True):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        for name, val in (("dim", dim), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
-            if not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
         if head_dim is None:
             if dim % num_heads:
                 raise ValueError(f"dim ({dim}) is not divisible by num_heads ({num_heads}); pass head_dim")
             head_dim = dim // num_heads
-        V.check_choice("positions", positions, POSITIONS)
-        if not 0 <= dropout_p < 1:
-            raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
         self.dim, self.num_heads, self.num_kv_heads, self.head_dim = dim, num_heads, num_kv_heads, head_dim
         self.dropout_p, self.fused_attn, self.positions = dropout_p, fused_attn, positions
         self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
@@ -119,6 +120,7 @@ class MultiHeadAttention(nn.Module):
         if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(f"x has dtype {x.dtype} but the layer's weights are {weight_dtype}; "
                             f"pass x.to({weight_dtype}) or convert the layer with .to({x.dtype})")
+        _check_cache(cache)
         cross = key is not None or (cache is not None and cache.static)  # a static cache holds a memory
         if value is not None and key is None:
             raise ValueError("value= was given without key=; pass both for cross-attention")
@@ -136,6 +138,9 @@ class MultiHeadAttention(nn.Module):
         if cross and cache is not None and cache.static:
             q = self._heads(self.q_proj(x), self.num_heads)  # (B, H, L, D)
             k, v = cache.keys, cache.values  # (B, G, S, D) projected memory, reused
+            if k.shape[0] != x.shape[0]:
+                raise ValueError(f"cache holds a memory of batch {k.shape[0]} but x has batch {x.shape[0]} "
+                                 f"({V.fmt_shape(x.shape)}); reorder it with cache.index_select_ or start a new one")
         else:
             if cross:
                 q = self._heads(self.q_proj(x), self.num_heads)  # (B, H, L, D)
@@ -180,8 +185,10 @@ class MultiHeadAttention(nn.Module):
 class GroupedQueryAttention(MultiHeadAttention):
     """Like MHA with G < H key/value heads, each shared by H / G query heads (default G = H / 4)."""
 
+    @V.checked()
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None, **kw):
-        super().__init__(dim, num_heads, num_kv_heads or max(1, num_heads // 4), head_dim, **kw)
+        super().__init__(dim, num_heads, max(1, num_heads // 4) if num_kv_heads is None else num_kv_heads, head_dim,
+                         **kw)
 
 
 @register("mqa", family="multi-head", paper="Shazeer 2019, Fast Transformer Decoding: One Write-Head is "
@@ -189,6 +196,12 @@ class GroupedQueryAttention(MultiHeadAttention):
 class MultiQueryAttention(MultiHeadAttention):
     """Like MHA with one key/value head shared by all query heads (G = 1)."""
 
+    @V.checked()
     def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, **kw):
-        kw.pop("num_kv_heads", None)
+        kv_heads = kw.pop("num_kv_heads", None)  # a config written for MHA/GQA may carry it: 1 is the only value
+        if kv_heads is not None:
+            V.SIZE.check("num_kv_heads", kv_heads, "MultiQueryAttention")
+            if kv_heads != 1:
+                raise ValueError(f"MultiQueryAttention: num_kv_heads must be 1 (one key/value head shared by all "
+                                 f"query heads), got {kv_heads}; use GroupedQueryAttention for {kv_heads}")
         super().__init__(dim, num_heads, 1, head_dim, **kw)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..core import validate as V
 from ..core.attend import AttentionOutput
 from ..core.kv_cache import KVCache
-from .multihead import MultiHeadAttention
+from .multihead import POSITIONS, MultiHeadAttention
 from .registry import register
 
 
@@ -28,6 +29,7 @@ from .registry import register
 class SelfAttention(MultiHeadAttention):
     """Y = softmax((X W_q)(X W_k)^T / sqrt(d)) X W_v, optionally with positions (rope, alibi, t5, relative)."""
 
+    @V.checked(positions=V.one_of(POSITIONS))
     def __init__(self, dim: int, num_heads: int = 1, positions: str | None = None, **kw):
         super().__init__(dim, num_heads, positions=positions, **kw)
 

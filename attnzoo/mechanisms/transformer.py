@@ -31,11 +31,13 @@ from ..core import validate as V
 from ..core.dropout import Dropout
 from ..core.kv_cache import KVCache
 from .convolutional import ConvCache, DynamicConv, LightweightConv
-from .multihead import MultiHeadAttention
+from .multihead import POSITIONS, MultiHeadAttention
 
 SELF_ATTENTION = ("mha", "lightweight", "dynamic")
+ACTIVATIONS = ("gelu", "relu")
 
 
+@V.checked(activation=V.one_of(ACTIVATIONS), positions=V.one_of(POSITIONS), self_attention=V.one_of(SELF_ATTENTION))
 @dataclass
 class BlockConfig:
     dim: int = 256  # model width
@@ -52,7 +54,6 @@ class BlockConfig:
     kernel_size: int = 7  # the convolution's taps (lightweight/dynamic); attn_dropout drops its kernel's taps
 
     def __post_init__(self):
-        V.check_choice("self_attention", self.self_attention, SELF_ATTENTION)
         if self.self_attention != "mha" and self.positions is not None:
             raise ValueError(f"positions={self.positions!r} go into multi-head self-attention; a "
                              f"{self.self_attention} convolution sees positions through its window "
@@ -62,10 +63,9 @@ class BlockConfig:
 class FeedForward(nn.Module):
     """FFN(x) = W_2 act(W_1 x + b_1) + b_2."""
 
+    @V.checked(activation=V.one_of(ACTIVATIONS))
     def __init__(self, dim: int, hidden: int, dropout: float, activation: str):
         super().__init__()
-        if activation not in ("gelu", "relu"):
-            raise ValueError(f"unknown activation {activation!r}; expected 'gelu' or 'relu'")
         self.up, self.down = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
         self.act = F.gelu if activation == "gelu" else F.relu
         self.drop = Dropout(dropout)
@@ -134,6 +134,7 @@ EncoderBlock = SelfAttentionBlock
 class DecoderBlock(nn.Module):
     """x -> x + CausalSelfAttn(x) -> x + CrossAttn(x, memory) -> x + FFN(x)."""
 
+    @V.checked()
     def __init__(self, cfg: BlockConfig, memory_dim: int | None = None):
         super().__init__()
         self.self_attn = _attention(cfg, cfg.positions)

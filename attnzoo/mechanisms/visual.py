@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import validate as V
-from ..core.attend import attend
+from ..core.attend import BACKENDS, attend
 from ..core.scores import AdditiveScore
 from .base import AttentionState, ImageAttention, VisualOutput
 from .content import ContentAttention
@@ -89,6 +89,7 @@ class SoftSpatialAttention(ContentAttention):
     Train with :func:`doubly_stochastic_penalty` on the stacked alpha.
     """
 
+    @V.checked()
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, gate: bool = True, **options):
         super().__init__(AdditiveScore(query_dim, key_dim, hidden_dim), query_dim, key_dim, value_dim, **options)
@@ -106,6 +107,7 @@ class SoftSpatialAttention(ContentAttention):
         return super().extra_repr() + f", gate={self.gate is not None}"
 
 
+@V.checked(lam=V.NONNEGATIVE, reduction=V.one_of(REDUCTIONS))
 def doubly_stochastic_penalty(weights: Tensor, key_mask: Tensor | None = None, step_mask: Tensor | None = None,
                               *, lam: float = 1.0, target: float | Tensor = 1.0, reduction: str = "mean") -> Tensor:
     """lambda sum_i (target - sum_t alpha_ti)^2: Xu 2015's doubly stochastic regularisation (eq. 14, target 1).
@@ -127,7 +129,6 @@ def doubly_stochastic_penalty(weights: Tensor, key_mask: Tensor | None = None, s
     V.check_tensor("weights", weights)
     V.check_floating("weights", weights)
     V.check_rank("weights", weights, (3,), "(B, T, L)")
-    V.check_choice("reduction", reduction, REDUCTIONS)
     B, T, L = weights.shape
     for name, mask, want in (("key_mask", key_mask, (B, L)), ("step_mask", step_mask, (B, T))):
         if mask is None:
@@ -170,9 +171,9 @@ class SqueezeExcitationAttention(ImageAttention):
     ``need_weights=True`` returns the channel gates s (B, C).
     """
 
+    @V.checked()
     def __init__(self, channels: int, reduction: int = 16, residual_scale: bool = False):
         super().__init__(channels)
-        V.check_positive("reduction", reduction)
         self.reduction = reduction
         hidden = max(1, int(channels // reduction))  # C_r: at least one unit for narrow layers
         self.fc1 = nn.Linear(channels, hidden)  # W_1
@@ -209,11 +210,10 @@ class ConvBlockAttention(ImageAttention):
     gates M_s (B, H, W).
     """
 
+    @V.checked()
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7, residual_scale: bool = False):
         super().__init__(channels)
-        V.check_positive("reduction", reduction)
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size <= 0 \
-                or kernel_size % 2 == 0:
+        if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd int (the filter is centred on each position), "
                              f"got {kernel_size!r}")
         self.reduction = reduction
@@ -262,15 +262,12 @@ class NonLocalAttention(ImageAttention):
     ``need_weights=True`` returns the (B, N, M) position weights.
     """
 
+    @V.checked(residual=V.one_of(("gamma", "batchnorm")), backend=V.one_of(BACKENDS))
     def __init__(self, channels: int, inner_channels: int | None = None, key_channels: int | None = None,
                  subsample: bool = False, residual: str = "gamma", backend: str = "auto"):
         super().__init__(channels)
-        V.check_choice("residual", residual, ("gamma", "batchnorm"))
         inner = max(1, channels // 2) if inner_channels is None else inner_channels
         key_channels = inner if key_channels is None else key_channels
-        for name, value in (("inner_channels", inner), ("key_channels", key_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.residual, self.backend = residual, backend
         self.theta = nn.Conv2d(channels, key_channels, 1)
         self.phi = nn.Conv2d(channels, key_channels, 1)

@@ -49,13 +49,14 @@ from ..core.dropout import Dropout
 from ..mechanisms.base import AttentionState
 from ..mechanisms.visual import doubly_stochastic_penalty, flatten_grid
 from ..registry import create as create_attention
-from ..registry import get_step_wise
+from ..registry import get_step_wise, mechanisms
 from .cnn import check_stages, conv_bn_relu
 from .rnn_seq2seq import Memory
 
 __all__ = ["Captioner", "CaptionerConfig", "CaptionerOutput", "CaptionState"]
 
 
+@V.checked(penalty_weight=V.NONNEGATIVE, attention=V.one_of(lambda: [i.name for i in mechanisms()]))
 @dataclass
 class CaptionerConfig(ConfigMixin):
     vocab: int  # output words, specials included
@@ -75,15 +76,8 @@ class CaptionerConfig(ConfigMixin):
     channels_last: bool = True  # NHWC convolution weights: oneDNN runs them ~1.4x faster on a CPU
 
     def __post_init__(self):
-        for name in ("vocab", "image_height", "image_width", "channels", "embed_dim", "decoder_dim"):
-            V.check_positive(name, getattr(self, name))
         check_stages(self.widths, self.depths)
         get_step_wise(self.attention)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.penalty_weight >= 0:
-            raise ValueError(f"penalty_weight must be >= 0 (lambda of the doubly stochastic penalty), "
-                             f"got {self.penalty_weight}")
         h, w = self.grid_size()
         if h < 1 or w < 1:
             raise ValueError(f"a {self.image_height} x {self.image_width} image leaves no feature grid after "
@@ -129,6 +123,7 @@ class Captioner(nn.Module):
     stochastic penalty to the cross-entropy.
     """
 
+    @V.checked(pad_id=V.COUNT, bos_id=V.COUNT, eos_id=V.COUNT)
     def __init__(self, config: CaptionerConfig, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2):
         super().__init__()
         c = self.config = config

@@ -54,6 +54,7 @@ def check_stages(widths: list[int], depths: list[int]) -> None:
             V.check_positive(name, v)
 
 
+@V.checked(depth=V.COUNT)
 def conv_bn_relu(in_channels: int, width: int, depth: int) -> list[nn.Module]:
     """``depth`` x [conv3x3 (no bias: BatchNorm follows) -> BatchNorm -> ReLU], (B, C_in, H, W) -> (B, width, H, W)."""
     layers: list[nn.Module] = []
@@ -87,6 +88,7 @@ class AugmentedConvUnit(nn.Module):
     :class:`~attnzoo.mechanisms.convolutional.AugmentedConv2d` (``num_heads``, ``dk``, ``dv``, ``relative``).
     """
 
+    @V.checked()
     def __init__(self, in_channels: int, channels: int, size: int, **options):
         super().__init__()
         from ..registry import get
@@ -103,6 +105,7 @@ class AugmentedConvUnit(nn.Module):
         return VisualOutput(y, positions=out.weights.mean(1))  # (B, P, P): averaged over the N heads
 
 
+@V.checked(attention=V.one_of(BLOCKS))
 @dataclass
 class CNNConfig(ConfigMixin):
     image_size: int = 28  # square images; any size works (global average pooling at the end)
@@ -118,12 +121,7 @@ class CNNConfig(ConfigMixin):
     channels_last: bool = True  # NHWC weights: oneDNN's convolutions run ~1.4x faster on a CPU (the same on a GPU)
 
     def __post_init__(self):
-        for name in ("image_size", "channels", "classes"):
-            V.check_positive(name, getattr(self, name))
-        V.check_choice("attention (the cnn's block)", self.attention, BLOCKS)
         check_stages(self.widths, self.depths)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for s in self.stages_with_block():
             if not 0 <= s < len(self.widths):
                 raise ValueError(f"attention_stages holds {s}, but the network has stages 0..{len(self.widths) - 1}")

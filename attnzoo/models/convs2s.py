@@ -47,6 +47,7 @@ from .rnn_seq2seq import check_source
 HALF = math.sqrt(0.5)
 
 
+@V.checked()
 @dataclass
 class ConvS2SConfig(ConfigMixin):
     src_vocab: int  # source token count
@@ -62,12 +63,6 @@ class ConvS2SConfig(ConfigMixin):
     grad_scale: bool = True  # scale the encoder's gradient by 1 / (2 x attention layers), as the paper's code
     max_len: int = 256  # longest source or output the learned positions cover
 
-    def __post_init__(self):
-        for name in ("src_vocab", "tgt_vocab", "embed_dim", "hidden_dim", "enc_layers", "dec_layers", "enc_kernel",
-                     "dec_kernel", "max_len"):
-            V.check_positive(name, getattr(self, name))
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -127,6 +122,7 @@ def _conv(channels: int, kernel: int, dropout: float) -> nn.Conv1d:
 class ConvS2S(nn.Module):
     """Convolutional encoder-decoder with one multi-step attention per decoder layer (Gehring et al. 2017)."""
 
+    @V.checked(pad_id=V.COUNT, bos_id=V.COUNT, eos_id=V.COUNT)
     def __init__(self, config: ConvS2SConfig, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2):
         super().__init__()
         c = self.config = config
@@ -247,6 +243,7 @@ class ConvS2S(nn.Module):
         _, weights, _ = self._decode(tgt_in, memory, None, "all")
         return {"cross": weights.float()[:, :, None]}
 
+    @V.checked()
     def loss(self, src: Tensor, src_lengths: Tensor, tgt: Tensor, label_smoothing: float = 0.0) -> Tensor:
         """tgt (B, T+1) = <s> y_1 .. y_T </s> padded with pad_id; mean token cross-entropy."""
         logits, _ = self(src, src_lengths, tgt[:, :-1])

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core import validate as V
+
 
 @dataclass
 class Hypotheses:
@@ -42,6 +44,7 @@ def _trim(row: Tensor, eos_id: int) -> int:
 
 
 @torch.no_grad()
+@V.checked()
 def greedy_decode(model, src: Tensor, src_lengths: Tensor, max_len: int) -> Hypotheses:
     memory, state = model.encode(src, src_lengths)
     B = src.shape[0]
@@ -73,10 +76,9 @@ def greedy_decode(model, src: Tensor, src_lengths: Tensor, max_len: int) -> Hypo
 
 
 @torch.no_grad()
+@V.checked(length_penalty=V.NONNEGATIVE)
 def beam_search(model, src: Tensor, src_lengths: Tensor, max_len: int, beam_size: int = 5,
                 length_penalty: float = 1.0) -> Hypotheses:
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     B, K, device = src.shape[0], beam_size, src.device
     memory, state = model.encode(src, src_lengths)
     expand = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,)
@@ -129,6 +131,7 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, max_len: int, beam_size
     return out
 
 
+@V.checked(length_penalty=V.NONNEGATIVE)
 def decode(model, src: Tensor, src_lengths: Tensor, max_len: int, beam_size: int = 1,
            length_penalty: float = 1.0) -> Hypotheses:
     """Greedy for beam_size 1, beam search otherwise."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..core import validate as V
-from ..registry import get, get_step_wise
+from ..registry import get, get_step_wise, mechanisms
 from .convs2s import ConvS2S, ConvS2SConfig
 from .options import check_options, kv_heads_for
 from .rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig
@@ -41,6 +41,8 @@ def check_model(model: str, attention: str, options: dict | None) -> None:
     check_options(model, options, MODELS[model][1], _FIXED)
 
 
+@V.checked(model=V.one_of(MODELS), attention=V.one_of(lambda: [i.name for i in mechanisms()]), pad_id=V.COUNT,
+           bos_id=V.COUNT, eos_id=V.COUNT)
 def build_seq2seq(model: str, src_vocab: int, tgt_vocab: int, attention: str, options: dict | None = None, *,
                   pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> nn.Module:
     check_model(model, attention, options)
@@ -59,6 +61,7 @@ def build_seq2seq(model: str, src_vocab: int, tgt_vocab: int, attention: str, op
     return cls(cfg, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
 
 
+@V.checked(model=V.one_of(MODELS), pad_id=V.COUNT, bos_id=V.COUNT, eos_id=V.COUNT)
 def rebuild_seq2seq(model: str, config: dict, *, pad_id: int, bos_id: int, eos_id: int) -> nn.Module:
     """The model a checkpoint's config describes."""
     V.check_choice("model", model, MODELS)

@@ -31,6 +31,7 @@ from ..positions import LearnedPositions, SinusoidalPositions
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5", "relative")
 
 
+@V.checked(positions=V.one_of(POSITIONS))
 @dataclass
 class LMConfig(ConfigMixin):
     vocab: int  # token count
@@ -43,10 +44,6 @@ class LMConfig(ConfigMixin):
     context: int = 256  # longest context trained on (and covered by absolute positions)
     positions: str = "rope"  # learned | sinusoidal | rope | alibi | t5 | relative
 
-    def __post_init__(self):
-        V.check_choice("positions", self.positions, POSITIONS)
-        for name in ("vocab", "dim", "num_heads", "layers", "context"):
-            V.check_positive(name, getattr(self, name))
 
 
 
@@ -105,18 +102,13 @@ class DecoderLM(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1))
 
     @torch.no_grad()
+    @V.checked(max_new_tokens=V.COUNT, temperature=V.NONNEGATIVE, top_p=V.MASS)
     def generate(self, prompt: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
         """prompt (B, T0) -> (B, T0 + max_new_tokens); temperature 0 is greedy."""
         if prompt.dim() != 2 or prompt.shape[1] < 1:
             raise ValueError(f"prompt must have shape (B, T0) with T0 >= 1, got {V.fmt_shape(prompt.shape)}")
         V.check_token_ids("prompt", prompt, self.config.vocab, "(B, T0)")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
         was_training = self.training
         self.eval()
         caches = [KVCache() for _ in self.blocks]
@@ -139,6 +131,7 @@ class DecoderLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+@V.checked(temperature=V.NONNEGATIVE, top_p=V.MASS)
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
     """logits (B, V) -> next token ids (B, 1): greedy at temperature 0, else filtered sampling."""
@@ -159,5 +152,6 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
     return torch.multinomial(probs, 1, generator=generator)
 
 
+@V.checked()
 def bits_per_character(nats: float) -> float:
     return nats / math.log(2)

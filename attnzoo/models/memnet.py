@@ -32,6 +32,7 @@ from ..registry import mechanisms
 READER_ATTENTION = tuple(i.name for i in mechanisms("content"))
 
 
+@V.checked()
 def check_story(story: Tensor, question: Tensor, vocab: int, memory_size: int) -> None:
     """Word ids (B, S, W) and (B, Wq) in [0, vocab), the same B, at most ``memory_size`` sentences."""
     V.check_tensor("story", story)
@@ -51,6 +52,7 @@ def check_story(story: Tensor, question: Tensor, vocab: int, memory_size: int) -
     V.check_token_ids("question", question, vocab, "(B, Wq)")
 
 
+@V.checked()
 def position_encoding(ids: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
     """MemN2N's PE weights l_kj = (1 - j/J) - (k/d)(1 - 2j/J) for word j of J (1-based) and dimension k of d.
 
@@ -63,6 +65,7 @@ def position_encoding(ids: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
     return ((1 - jJ) - k * (1 - 2 * jJ)) * real[..., None].to(dtype)  # (..., W, d)
 
 
+@V.checked(init_std=V.POSITIVE)
 @dataclass
 class MemNetConfig(ConfigMixin):
     vocab: int  # words, 0 = padding; the answer is one of them
@@ -73,9 +76,6 @@ class MemNetConfig(ConfigMixin):
     temporal_encoding: bool = True  # TE: a learned vector per sentence age, so "latest" is learnable
     init_std: float = 0.1  # embeddings drawn from N(0, init_std), as in the paper
 
-    def __post_init__(self):
-        for name in ("vocab", "dim", "hops", "memory_size", "init_std"):
-            V.check_positive(name, getattr(self, name))
 
 
 class MemN2N(nn.Module):
@@ -156,6 +156,7 @@ class MemN2N(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+@V.checked(attention=V.one_of(READER_ATTENTION))
 @dataclass
 class ReaderConfig(ConfigMixin):
     vocab: int  # words, 0 = padding; the answer is one of them
@@ -166,10 +167,6 @@ class ReaderConfig(ConfigMixin):
     dropout: float = 0.1  # on the embeddings and before the answer layer
     memory_size: int = 50  # most sentences a story may have (the same limit as MemN2N's)
 
-    def __post_init__(self):
-        for name in ("vocab", "embed_dim", "hidden_dim", "memory_size"):
-            V.check_positive(name, getattr(self, name))
-        V.check_choice("attention (the reader's slot)", self.attention, READER_ATTENTION)
 
 
 class AttentiveReader(nn.Module):

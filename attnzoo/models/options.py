@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from ..core import validate as V
+from ..registry import mechanisms
 
 
 def check_options(kind: str, options: dict | None, config_cls, fixed: set[str]) -> None:
@@ -17,6 +18,7 @@ def check_options(kind: str, options: dict | None, config_cls, fixed: set[str]) 
             V.check_choice(f"{kind} model option (--set KEY=VALUE)", key, sorted(known))
 
 
+@V.checked(attention=V.one_of(lambda: [i.name for i in mechanisms()]))
 def kv_heads_for(attention: str, options: dict, default_heads: int) -> dict:
     """mha/gqa/mqa -> the model's num_kv_heads option (gqa: a quarter of the query heads, at least one)."""
     options = dict(options)

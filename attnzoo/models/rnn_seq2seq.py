@@ -43,8 +43,10 @@ from ..core import validate as V
 from ..core.dropout import Dropout
 from ..mechanisms.base import AttentionState
 from ..registry import create as create_attention
+from ..registry import mechanisms
 
 
+@V.checked()
 def check_source(src: Tensor, src_lengths: Tensor, vocab: int | None = None) -> None:
     """Once per batch, for every encoder-decoder: src (B, S) ids in [0, vocab), src_lengths (B,) in [1, S]."""
     V.check_tensor("src", src)
@@ -61,6 +63,8 @@ def check_source(src: Tensor, src_lengths: Tensor, vocab: int | None = None) -> 
                          f"max {int(src_lengths.max())}")
 
 
+@V.checked(rnn=V.one_of(("lstm", "gru")), order=V.one_of(("luong", "bahdanau")),
+           attention=V.one_of(lambda: [i.name for i in mechanisms()]))
 @dataclass
 class Seq2SeqConfig(ConfigMixin):
     src_vocab: int  # source token count (letters for g2p)
@@ -78,14 +82,6 @@ class Seq2SeqConfig(ConfigMixin):
     input_feeding: bool = False  # luong: feed o_{t-1} into the next step's RNN input
     dropout: float = 0.25  # on embeddings, between layers, and before the output layer
 
-    def __post_init__(self):
-        V.check_choice("rnn", self.rnn, ("lstm", "gru"))
-        V.check_choice("order", self.order, ("luong", "bahdanau"))
-        for name in ("src_vocab", "tgt_vocab", "embed_dim", "hidden_dim", "decoder_dim", "enc_layers",
-                     "dec_layers"):
-            V.check_positive(name, getattr(self, name))
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 
@@ -120,6 +116,7 @@ class DecoderState:
 class RNNSeq2Seq(nn.Module):
     """Bidirectional RNN encoder, attention decoder (Bahdanau or Luong order)."""
 
+    @V.checked(pad_id=V.COUNT, bos_id=V.COUNT, eos_id=V.COUNT)
     def __init__(self, config: Seq2SeqConfig, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2):
         super().__init__()
         c = self.config = config
@@ -232,6 +229,7 @@ class RNNSeq2Seq(nn.Module):
         memory, state = self.encode(src, src_lengths)
         return self.decode_teacher_forced(tgt_in, state, memory)
 
+    @V.checked()
     def loss(self, src: Tensor, src_lengths: Tensor, tgt: Tensor, label_smoothing: float = 0.0) -> Tensor:
         """tgt (B, T+1) = <s> y_1 .. y_T </s> padded with pad_id; mean token cross-entropy."""
         logits, _ = self(src, src_lengths, tgt[:, :-1])

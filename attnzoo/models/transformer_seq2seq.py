@@ -37,7 +37,14 @@ from ..core import validate as V
 from ..core.dropout import Dropout
 from ..core.kv_cache import KVCache
 from ..mechanisms.convolutional import ConvCache
-from ..mechanisms.transformer import SELF_ATTENTION, BlockConfig, DecoderBlock, EncoderBlock, new_self_cache
+from ..mechanisms.transformer import (
+    ACTIVATIONS,
+    SELF_ATTENTION,
+    BlockConfig,
+    DecoderBlock,
+    EncoderBlock,
+    new_self_cache,
+)
 from ..positions import LearnedPositions, SinusoidalPositions
 from .rnn_seq2seq import Memory, check_source
 
@@ -45,6 +52,8 @@ ABSOLUTE = ("sinusoidal", "learned")
 POSITIONS = ABSOLUTE + ("rope", "alibi", "t5", "relative")
 
 
+@V.checked(positions=V.one_of(POSITIONS), self_attention=V.one_of(SELF_ATTENTION),
+           activation=V.one_of(ACTIVATIONS))
 @dataclass
 class TransformerConfig(ConfigMixin):
     src_vocab: int  # source token count
@@ -65,14 +74,9 @@ class TransformerConfig(ConfigMixin):
     kernel_size: int = 7  # taps of the lightweight/dynamic convolutions
 
     def __post_init__(self):
-        V.check_choice("positions", self.positions, POSITIONS)
-        V.check_choice("self_attention", self.self_attention, SELF_ATTENTION)
         if self.self_attention != "mha" and self.positions not in ABSOLUTE:
             raise ValueError(f"positions={self.positions!r} go into multi-head self-attention; with "
                              f"self_attention={self.self_attention!r} use 'sinusoidal' or 'learned'")
-        V.check_positive("kernel_size", self.kernel_size)
-        for name in ("src_vocab", "tgt_vocab", "dim", "num_heads", "enc_layers", "dec_layers", "max_len"):
-            V.check_positive(name, getattr(self, name))
         if self.dim % self.num_heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
 
@@ -102,6 +106,7 @@ class TransformerState:
 
 
 class TransformerSeq2Seq(nn.Module):
+    @V.checked(pad_id=V.COUNT, bos_id=V.COUNT, eos_id=V.COUNT)
     def __init__(self, config: TransformerConfig, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2):
         super().__init__()
         c = self.config = config
@@ -193,6 +198,7 @@ class TransformerSeq2Seq(nn.Module):
         memory, _ = self.encode(src, src_lengths)
         return self._decode(tgt_in, memory, None, need_weights)
 
+    @V.checked()
     def loss(self, src: Tensor, src_lengths: Tensor, tgt: Tensor, label_smoothing: float = 0.0) -> Tensor:
         logits, _ = self(src, src_lengths, tgt[:, :-1])
         gold = tgt[:, 1:]

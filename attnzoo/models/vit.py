@@ -20,6 +20,7 @@ from ..core.dropout import Dropout
 from ..mechanisms.transformer import BlockConfig, SelfAttentionBlock
 
 
+@V.checked(positions=V.one_of(("learned", "rope", "alibi", "t5", "relative")))
 @dataclass
 class ViTConfig(ConfigMixin):
     image_size: int = 28  # square images
@@ -35,11 +36,8 @@ class ViTConfig(ConfigMixin):
     positions: str = "learned"  # learned absolute (the paper) | rope | alibi | t5 | relative (1-D over patches)
 
     def __post_init__(self):
-        for name in ("image_size", "channels", "patch_size", "classes", "dim", "num_heads", "layers"):
-            V.check_positive(name, getattr(self, name))
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
-        V.check_choice("positions", self.positions, ("learned", "rope", "alibi", "t5", "relative"))
 
     @property
     def num_patches(self) -> int:

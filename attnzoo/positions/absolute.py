@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..core import validate as V
 
 
+@V.checked()
 def sinusoidal_table(max_len: int, dim: int) -> Tensor:
     """(max_len, dim) table of the paper's sines (even features) and cosines (odd features)."""
     position = torch.arange(max_len, dtype=torch.float64)[:, None]  # (P, 1)
@@ -30,12 +31,12 @@ def sinusoidal_table(max_len: int, dim: int) -> Tensor:
 
 
 class _Absolute(nn.Module):
+    @V.checked()
     def __init__(self, dim: int, max_len: int):
         super().__init__()
-        V.check_positive("dim", dim)
-        V.check_positive("max_len", max_len)
         self.dim, self.max_len = dim, max_len
 
+    @V.checked(offset=V.COUNT)
     def check(self, x: Tensor, offset: int) -> None:
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (B, L, {self.dim}), got {V.fmt_shape(x.shape)}")
@@ -46,6 +47,7 @@ class _Absolute(nn.Module):
     def table(self) -> Tensor:
         raise NotImplementedError
 
+    @V.checked(offset=V.COUNT)
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """x (B, L, d) -> x + PE[offset : offset + L]."""
         self.check(x, offset)
@@ -55,6 +57,7 @@ class _Absolute(nn.Module):
 class SinusoidalPositions(_Absolute):
     """x + PE, PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(p / 10000^(2i/d))   (Vaswani 2017)."""
 
+    @V.checked()
     def __init__(self, dim: int, max_len: int = 4096):
         super().__init__(dim, max_len)
         self.register_buffer("pe", sinusoidal_table(max_len, dim), persistent=False)  # (P, d)
@@ -66,6 +69,7 @@ class SinusoidalPositions(_Absolute):
 class LearnedPositions(_Absolute):
     """x + P[p], P a learned (max_len, d) table   (Vaswani 2017; Gehring 2017)."""
 
+    @V.checked(init_std=V.POSITIVE)
     def __init__(self, dim: int, max_len: int = 1024, init_std: float = 0.02):
         super().__init__(dim, max_len)
         self.weight = nn.Parameter(torch.randn(max_len, dim) * init_std)

@@ -18,11 +18,12 @@ import math
 import torch
 from torch import Tensor
 
+from ..core import validate as V
 
+
+@V.checked()
 def alibi_slopes(num_heads: int) -> Tensor:
     """(H,) the paper's head-specific slopes m_h."""
-    if num_heads < 1:
-        raise ValueError(f"num_heads must be >= 1, got {num_heads}")
 
     def power_of_two(n: int) -> list[float]:
         start = 2 ** (-8 / n)
@@ -41,6 +42,7 @@ class ALiBi:
 
     additive = True  # it only adds a bias: the fused backend may materialise it
 
+    @V.checked()
     def __init__(self, num_heads: int, causal: bool = True):
         self.num_heads = num_heads
         self.causal = causal
@@ -58,5 +60,6 @@ class ALiBi:
         return f"ALiBi(num_heads={self.num_heads}, causal={self.causal})"
 
 
+@V.checked()
 def alibi(num_heads: int, causal: bool = True) -> ALiBi:
     return ALiBi(num_heads, causal)

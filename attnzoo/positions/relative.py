@@ -18,21 +18,26 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..core import validate as V
+
 
 class RelativePositions(nn.Module):
     """bias_ij = q_i . w[clip(j - i, -K, K)] / sqrt(D)   (Shaw 2018, relative keys)."""
 
+    @V.checked(scale=V.POSITIVE)
     def __init__(self, head_dim: int, max_distance: int = 16, scale: float | None = None):
         super().__init__()
         self.head_dim, self.max_distance = head_dim, max_distance
         self.scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
         self.table = nn.Parameter(torch.randn(2 * max_distance + 1, head_dim) * head_dim ** -0.5)
 
+    @V.checked(L=V.COUNT, S=V.COUNT, query_offset=V.INT)
     def relative_index(self, L: int, S: int, query_offset: int, device=None) -> Tensor:
         q_idx = torch.arange(L, device=device)[:, None] + query_offset
         kv_idx = torch.arange(S, device=device)[None, :]
         return (kv_idx - q_idx).clamp(-self.max_distance, self.max_distance) + self.max_distance  # (L, S)
 
+    @V.checked(key_len=V.COUNT, query_offset=V.INT)
     def bias(self, q: Tensor, key_len: int, query_offset: int | None = None) -> Tensor:
         """q (B, H, L, D) -> the additive (B, H, L, S) term."""
         L = q.shape[-2]

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..core import validate as V
 
 
+@V.checked(base=V.POSITIVE)
 def rope_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
     """(L,) positions -> cos, sin of shape (L, D/2)."""
     theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device) / head_dim)
@@ -28,6 +29,7 @@ def rope_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tupl
     return torch.cos(angle), torch.sin(angle)
 
 
+@V.checked(base=V.POSITIVE)
 def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     """Rotate x (..., L, D) at absolute ``positions`` (L,) pairwise (the paper's interleaved pairs)."""
     D = x.shape[-1]
@@ -46,12 +48,14 @@ def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
 class RotaryPositions(nn.Module):
     """q, k -> R_p q, R_p k with R_p the block-diagonal rotation by p * base^(-2i/D)   (Su 2021)."""
 
+    @V.checked(base=V.POSITIVE)
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
         self.head_dim, self.base = head_dim, base
 
+    @V.checked(q_offset=V.INT, k_offset=V.INT)
     def forward(self, q: Tensor, k: Tensor, q_offset: int = 0, k_offset: int = 0) -> tuple[Tensor, Tensor]:
         """q (B, H, L, D) at positions q_offset.., k (B, G, S, D) at k_offset.."""
         q_pos = torch.arange(q.shape[-2], device=q.device) + q_offset

@@ -18,7 +18,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..core import validate as V
 
+
+@V.checked()
 def t5_bucket(relative: Tensor, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True) -> Tensor:
     """relative = kv_idx - q_idx (any shape, integer) -> bucket ids in [0, num_buckets)."""
     bucket = torch.zeros_like(relative)
@@ -40,6 +43,7 @@ class T5RelativeBias(nn.Module):
 
     additive = True
 
+    @V.checked()
     def __init__(self, num_heads: int, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True):
         super().__init__()
         self.num_heads, self.num_buckets = num_heads, num_buckets

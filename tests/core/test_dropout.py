@@ -132,7 +132,7 @@ def test_module_is_an_nn_dropout_and_follows_train_and_eval():
 
 @pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
 def test_bad_rate_is_refused_naming_it(p):
-    with pytest.raises(ValueError, match=r"dropout p must be a probability in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"dropout: p must be a probability in \[0, 1\]"):
         dropout(torch.ones(2), p)
-    with pytest.raises(ValueError, match=r"dropout p must be a probability in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"Dropout: p must be a probability in \[0, 1\]"):
         Dropout(p)

@@ -87,7 +87,7 @@ def test_config_and_input_checks():
         tiny(attention="se")
     with pytest.raises(ValueError, match="leaves no feature grid"):
         tiny(image_height=2, widths=[4, 4, 4], depths=[1, 1, 1])
-    with pytest.raises(ValueError, match="penalty_weight must be >= 0"):
+    with pytest.raises(ValueError, match="penalty_weight must be a finite number >= 0"):
         tiny(penalty_weight=-1.0)
     with pytest.raises(TypeError, match="pass images.float"):
         tiny().encode(torch.zeros(2, 1, 12, 20, dtype=torch.uint8))

@@ -186,7 +186,7 @@ def test_bad_input_is_named():
         model(story + 5, question)
     with pytest.raises(TypeError, match=r"question must hold integer token ids"):
         model(story, question.float())
-    with pytest.raises(ValueError, match=r"unknown attention \(the reader's slot\) 'mha'"):
+    with pytest.raises(ValueError, match=r"ReaderConfig: unknown attention 'mha'"):
         ReaderConfig(vocab=V, attention="mha")
-    with pytest.raises(ValueError, match="hops must be positive"):
+    with pytest.raises(ValueError, match="hops must be a positive int"):
         MemNetConfig(vocab=V, hops=0)

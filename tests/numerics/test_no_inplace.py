@@ -507,6 +507,7 @@ EXEMPT = {
     "attnzoo.mechanisms.capture.Capture.items": "reads the recorded maps, takes no tensor",
     "attnzoo.registry.create": "builds a module from sizes", "attnzoo.registry.mechanisms": "lists names",
     "attnzoo.mechanisms.registry.MechanismInfo": "registry metadata",
+    "attnzoo.mechanisms.base.AttentionState.of": "a constructor: wraps the tensors it is given, changes none",
     "attnzoo.core.masks.causal_mask": "takes sizes", "attnzoo.core.masks.sliding_window_mask": "takes sizes",
     "attnzoo.core.masks.index_grid": "takes sizes",
     "attnzoo.positions.alibi.alibi": "a factory (its ALiBi is checked)",
