@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-import pkgutil
 import sys
 import traceback
 from pathlib import Path
@@ -37,9 +36,7 @@ from attnzoo.core.attend import BACKENDS
 
 sys.path.insert(0, str(Path(__file__).parent / "numerics"))
 from numerics_cases import B, build, step_memory, variants  # noqa: E402
-
-PACKAGES = ["attnzoo", "attnzoo.core", "attnzoo.positions", "attnzoo.mechanisms"]
-EXTRA_MODULES = ["attnzoo.core.masks"]
+from public_surface import SKIP_METHODS, public_objects  # noqa: E402
 
 #: public callables with scalar arguments that do not go through @checked, and why
 UNCHECKED = {
@@ -74,7 +71,6 @@ UNCHECKED = {
 PER_CALL_FLAGS = ("forward", "__call__", "stop_probabilities", "decode_teacher_forced", "relative_logits")
 #: str parameters that are free text, not names among choices
 FREE_TEXT = {"paper", "summary", "title", "family", "kind", "task"}
-SKIP_METHODS = {"extra_repr", "num_parameters", "from_dict", "to_dict", "reset"}
 
 
 # --------------------------------------------------------------------------- discovery
@@ -89,18 +85,6 @@ def resolve(qualified: str):
     for p in parts[i:]:
         obj = getattr(obj, p)
     return obj
-
-
-def public_objects() -> list:
-    objs = []
-    for name in PACKAGES:
-        mod = importlib.import_module(name)
-        objs += [getattr(mod, n) for n in mod.__all__]
-    for name in EXTRA_MODULES + [f"attnzoo.models.{m.name}" for m in pkgutil.iter_modules(attnzoo.models.__path__)]:
-        mod = importlib.import_module(name)
-        objs += [v for n, v in vars(mod).items() if not n.startswith("_") and getattr(v, "__module__", None) == name]
-    objs += [info.cls for info in attnzoo.mechanisms()]
-    return [o for o in objs if callable(o) and getattr(o, "__module__", "").startswith("attnzoo")]
 
 
 def discover() -> dict[str, object]:

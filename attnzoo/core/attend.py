@@ -54,7 +54,7 @@ from . import validate as V
 from .budget import CHUNKED_AUTO_BYTES, CUDA_MATERIALISE_SHARE, materialise_budget  # noqa: F401
 from .chunked import chunked_attention
 from .dropout import dropout
-from .masks import causal_mask, index_grid
+from .masks import _causal_mask, _index_grid
 from .normalize import NORMALIZERS
 from .scores import Score, resolve_score
 from .tiled import tiled_attention
@@ -240,7 +240,7 @@ def attend(
     grid = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
     chosen = choose_backend(backend, score, normalize, need_weights, score_mod, dropout_p, grid, q.device, q.dtype)
     if is_causal and chosen not in ("chunked", "tiled"):  # those build the causal mask block by block
-        c = causal_mask(q.shape[-2], k.shape[-2], device=q.device, query_offset=query_offset)  # (L, S)
+        c = _causal_mask(q.shape[-2], k.shape[-2], q.device, query_offset)  # (L, S)
         mask = c if mask is None else mask & c
 
     _check_score_sizes(score, q, k, keys_projected)
@@ -267,7 +267,7 @@ def _eager(score, q, k, v, mask, bias, score_mod, normalize, dropout_p, need_wei
     if bias is not None:
         scores = scores + bias
     if score_mod is not None:
-        scores = score_mod(scores, *index_grid(*scores.shape, device=scores.device, query_offset=query_offset))
+        scores = score_mod(scores, *_index_grid(*scores.shape, device=scores.device, query_offset=query_offset))
     weights = NORMALIZERS[normalize](scores, mask)  # (B, H, L, S) float32
     attn = weights.to(v.dtype)
     if dropout_p > 0:
@@ -282,7 +282,7 @@ def _sdpa(score, q, k, v, mask, bias, score_mod, dropout_p, query_offset=0) -> A
     if score_mod is not None:  # additive: materialise score_mod(0) as a bias
         # float64 inputs keep a float64 bias (a learned T5 bias, ALiBi's irrational slopes); others: float32
         zero = torch.zeros((), dtype=torch.float64 if q.dtype == torch.float64 else torch.float32, device=q.device)
-        extra = score_mod(zero, *index_grid(B, H, L, S, device=q.device, query_offset=query_offset))
+        extra = score_mod(zero, *_index_grid(B, H, L, S, device=q.device, query_offset=query_offset))
         bias = extra if bias is None else bias + extra
     row_open = None
     if mask is not None:

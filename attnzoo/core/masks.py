@@ -48,6 +48,11 @@ def causal_mask(query_len: int, key_len: int | None = None, device=None, query_o
     so with a KV cache (L < S) the new queries see every cached key and
     themselves, never the future. For L == S this is the usual lower triangle.
     """
+    return _causal_mask(query_len, key_len, device, query_offset)
+
+
+def _causal_mask(query_len: int, key_len: int | None, device, query_offset: int | None) -> Tensor:
+    """causal_mask's body: attend (its sizes are its tensors') calls it on every causal call."""
     key_len = query_len if key_len is None else key_len
     offset = key_len - query_len if query_offset is None else query_offset
     q_idx = torch.arange(query_len, device=device)[:, None] + offset
@@ -139,6 +144,11 @@ def index_grid(B: int, H: int, L: int, S: int, device=None, query_offset: int = 
 
     ``q_idx`` are absolute positions: ``query_offset + 0 .. L-1``.
     """
+    return _index_grid(B, H, L, S, device, query_offset)
+
+
+def _index_grid(B: int, H: int, L: int, S: int, device=None, query_offset: int = 0):
+    """index_grid's body: attend and create_mask, whose sizes are checked or are tensors', call it."""
     b = torch.arange(B, device=device).view(B, 1, 1, 1)
     h = torch.arange(H, device=device).view(1, H, 1, 1)
     q_idx = torch.arange(L, device=device).view(1, 1, L, 1) + query_offset
@@ -151,7 +161,7 @@ def create_mask(mask_mod: MaskMod, B: int, H: int, L: int, S: int, device=None) 
     """Evaluate a mask_mod on the whole grid -> boolean (B, H, L, S) (broadcast dims kept at 1
     where the mask_mod does not depend on them)."""
     V.check_mod("mask_mod", mask_mod)
-    out = mask_mod(*index_grid(B, H, L, S, device))
+    out = mask_mod(*_index_grid(B, H, L, S, device))
     return torch.as_tensor(out, device=device).to(torch.bool)
 
 

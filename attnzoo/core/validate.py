@@ -204,6 +204,17 @@ def check_option_types(what: str, options: dict | None, config_cls: type) -> Non
 
 
 # --------------------------------------------------------------------------- constructor and call arguments
+def in_range(value: float, low: float | None = None, low_inclusive: bool = True, high: float | None = None,
+             high_inclusive: bool = True) -> bool:
+    """A finite number within the bounds (None: unbounded on that side)."""
+    ok = math.isfinite(value)
+    if low is not None:
+        ok = ok and (value >= low if low_inclusive else value > low)
+    if high is not None:
+        ok = ok and (value <= high if high_inclusive else value < high)
+    return ok
+
+
 @dataclass(frozen=True)
 class Kind:
     """What one scalar argument may hold: its Python types and, for numbers, its range; for names, its choices.
@@ -231,12 +242,7 @@ class Kind:
             return
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return
-        ok = math.isfinite(value)
-        if self.low is not None:
-            ok = ok and (value >= self.low if self.low_inclusive else value > self.low)
-        if self.high is not None:
-            ok = ok and (value <= self.high if self.high_inclusive else value < self.high)
-        if not ok:
+        if not in_range(value, self.low, self.low_inclusive, self.high, self.high_inclusive):
             raise ValueError(f"{where}{name} must be {self.what}, got {value!r}")
 
 

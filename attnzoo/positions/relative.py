@@ -33,6 +33,10 @@ class RelativePositions(nn.Module):
 
     @V.checked(L=V.COUNT, S=V.COUNT, query_offset=V.INT)
     def relative_index(self, L: int, S: int, query_offset: int, device=None) -> Tensor:
+        """(L, S) indices into the table: clip(j - i, -K, K) + K."""
+        return self._index(L, S, query_offset, device)
+
+    def _index(self, L: int, S: int, query_offset: int, device=None) -> Tensor:
         q_idx = torch.arange(L, device=device)[:, None] + query_offset
         kv_idx = torch.arange(S, device=device)[None, :]
         return (kv_idx - q_idx).clamp(-self.max_distance, self.max_distance) + self.max_distance  # (L, S)
@@ -43,6 +47,6 @@ class RelativePositions(nn.Module):
         L = q.shape[-2]
         offset = key_len - L if query_offset is None else query_offset
         qa = q @ self.table.to(q.dtype).t()  # (B, H, L, 2K+1)
-        idx = self.relative_index(L, key_len, offset, q.device)  # (L, S)
+        idx = self._index(L, key_len, offset, q.device)  # (L, S): bias checked its arguments
         idx = idx.expand(*q.shape[:-2], L, key_len)  # (B, H, L, S)
         return qa.gather(-1, idx) * self.scale  # (B, H, L, S)

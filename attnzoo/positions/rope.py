@@ -24,6 +24,10 @@ from ..core import validate as V
 @V.checked(base=V.POSITIVE)
 def rope_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
     """(L,) positions -> cos, sin of shape (L, D/2)."""
+    return _angles(positions, head_dim, base)
+
+
+def _angles(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
     theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device) / head_dim)
     angle = positions.to(torch.float64)[:, None] * theta[None, :]  # (L, D/2)
     return torch.cos(angle), torch.sin(angle)
@@ -32,13 +36,18 @@ def rope_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tupl
 @V.checked(base=V.POSITIVE)
 def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     """Rotate x (..., L, D) at absolute ``positions`` (L,) pairwise (the paper's interleaved pairs)."""
+    return _rotate(x, positions, base)
+
+
+def _rotate(x: Tensor, positions: Tensor, base: float) -> Tensor:
+    """apply_rope's body: RotaryPositions (its base checked at construction) calls it every step."""
     D = x.shape[-1]
     if D % 2:
         raise ValueError("RoPE rotates pairs of features: head dim must be even, got x of shape "
                          f"{V.fmt_shape(x.shape)}")
     if positions.shape != (x.shape[-2],):
         raise ValueError(f"positions must have shape (L,) = ({x.shape[-2]},), got {V.fmt_shape(positions.shape)}")
-    cos, sin = rope_angles(positions, D, base)
+    cos, sin = _angles(positions, D, base)
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (L, D/2)
     even, odd = x[..., 0::2], x[..., 1::2]  # (..., L, D/2)
     out = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1)  # (..., L, D/2, 2)
@@ -60,4 +69,4 @@ class RotaryPositions(nn.Module):
         """q (B, H, L, D) at positions q_offset.., k (B, G, S, D) at k_offset.."""
         q_pos = torch.arange(q.shape[-2], device=q.device) + q_offset
         k_pos = torch.arange(k.shape[-2], device=k.device) + k_offset
-        return apply_rope(q, q_pos, self.base), apply_rope(k, k_pos, self.base)
+        return _rotate(q, q_pos, self.base), _rotate(k, k_pos, self.base)

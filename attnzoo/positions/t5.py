@@ -24,6 +24,11 @@ from ..core import validate as V
 @V.checked()
 def t5_bucket(relative: Tensor, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True) -> Tensor:
     """relative = kv_idx - q_idx (any shape, integer) -> bucket ids in [0, num_buckets)."""
+    return _bucket(relative, num_buckets, max_distance, bidirectional)
+
+
+def _bucket(relative: Tensor, num_buckets: int, max_distance: int, bidirectional: bool) -> Tensor:
+    """t5_bucket's body: T5RelativeBias (its sizes checked at construction) calls it every forward."""
     bucket = torch.zeros_like(relative)
     if bidirectional:
         num_buckets //= 2
@@ -52,7 +57,7 @@ class T5RelativeBias(nn.Module):
         nn.init.zeros_(self.bias.weight)
 
     def forward(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-        buckets = t5_bucket(kv_idx - q_idx, self.num_buckets, self.max_distance, self.bidirectional)  # (1,1,L,S)
+        buckets = _bucket(kv_idx - q_idx, self.num_buckets, self.max_distance, self.bidirectional)  # (1,1,L,S)
         values = self.bias(buckets).squeeze(0).squeeze(0)  # (L, S, H)
         values = values.permute(2, 0, 1)[h.flatten()]  # (H', L, S) for the heads asked about
         return score + values.unsqueeze(0).to(score.dtype if torch.is_tensor(score) and score.is_floating_point()

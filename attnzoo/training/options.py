@@ -11,7 +11,6 @@ and its messages are derived from the config and never listed again.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -47,12 +46,7 @@ class Flag:
         """ValueError naming the flag unless a number lies in its range (and is finite)."""
         if not isinstance(value, (int, float)) or isinstance(value, bool) or (self.low is None and self.high is None):
             return
-        ok = math.isfinite(value)
-        if self.low is not None:
-            ok = ok and (value >= self.low if self.low_inclusive else value > self.low)
-        if self.high is not None:
-            ok = ok and (value <= self.high if self.high_inclusive else value < self.high)
-        if ok:
+        if V.in_range(value, self.low, self.low_inclusive, self.high, self.high_inclusive):
             return
         if self.high is not None:
             what = (f"in {'[' if self.low_inclusive else '('}{self.low:g}, {self.high:g}"

@@ -21,13 +21,12 @@ those calls is).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
-import pkgutil
 
 import pytest
 import torch
 from numerics_cases import DIM, OWN_NUMERICS, B, build, build_own, image_input, step_memory, variants
+from public_surface import SKIP_METHODS, public_objects
 from torch import nn
 
 import attnzoo
@@ -47,9 +46,6 @@ from attnzoo.models.memnet import AttentiveReader, MemN2N, MemNetConfig, ReaderC
 from attnzoo.models.rnn_seq2seq import RNNSeq2Seq, Seq2SeqConfig, check_source
 from attnzoo.models.transformer_seq2seq import TransformerConfig, TransformerSeq2Seq
 from attnzoo.models.vit import ViT, ViTConfig
-
-PACKAGES = ["attnzoo", "attnzoo.core", "attnzoo.positions", "attnzoo.mechanisms"]
-EXTRA_MODULES = ["attnzoo.core.masks"]
 
 
 # --------------------------------------------------------------------------- the checker
@@ -549,23 +545,12 @@ EXEMPT = {
     "attnzoo.models.options.check_options": "takes names", "attnzoo.models.options.kv_heads_for": "takes a dict of "
     "options and returns a new one",
 }
-SKIP_METHODS = {"extra_repr", "num_parameters", "from_dict", "to_dict", "reset"}
 
 
 def discover() -> set[str]:
     """Every public callable's qualified name ("module.Class.method" for methods)."""
-    objs = []
-    for name in PACKAGES:
-        mod = importlib.import_module(name)
-        objs += [getattr(mod, n) for n in mod.__all__]
-    for name in EXTRA_MODULES + [f"attnzoo.models.{m.name}" for m in pkgutil.iter_modules(attnzoo.models.__path__)]:
-        mod = importlib.import_module(name)
-        objs += [v for n, v in vars(mod).items() if not n.startswith("_") and getattr(v, "__module__", None) == name]
-    objs += [info.cls for info in attnzoo.mechanisms()]
     found = set()
-    for obj in objs:
-        if not callable(obj) or not getattr(obj, "__module__", "").startswith("attnzoo"):
-            continue
+    for obj in public_objects():
         qual = f"{obj.__module__}.{obj.__qualname__}"
         if not inspect.isclass(obj):
             found.add(qual)
