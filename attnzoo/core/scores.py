@@ -162,6 +162,10 @@ class AdditiveScore(Score):
         return self.energy(hidden).squeeze(-1)  # (B, H, L, S)
 
 
+#: the cosine score's starting beta: beta = 1 + softplus(.) > 1
+SHARPNESS = V.Kind("a finite number > 1", (float, int), low=1, low_inclusive=False)
+
+
 class CosineScore(Score):
     """score(q, k) = beta * q . k / (|q| |k|)   (Graves 2014, Neural Turing Machines).
 
@@ -173,8 +177,7 @@ class CosineScore(Score):
     name = "cosine"
     compare_uses_parameters = True  # the sharpness beta
 
-    @V.checked(initial_sharpness=V.Kind("a finite number > 1", (float, int), low=1, low_inclusive=False),
-               eps=V.POSITIVE)
+    @V.checked(initial_sharpness=SHARPNESS, eps=V.POSITIVE)
     def __init__(self, initial_sharpness: float = 5.0, eps: float = 1e-8):
         super().__init__()
         self.eps = eps

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..core import validate as V
 from ..core.attend import BACKENDS, attend
 from ..core.normalize import NORMALIZERS
-from ..core.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score
+from ..core.scores import SHARPNESS, AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score
 from .base import AttentionState, StepAttention
 from .registry import register
 
@@ -117,7 +117,7 @@ class AdditiveAttention(ContentAttention):
 class CosineAttention(ContentAttention):
     """e_ts = beta * h_t . k_s / (|h_t| |k_s|), beta = 1 + softplus(b) learned   (Graves 2014, NTM)."""
 
-    @V.checked(initial_sharpness=V.Kind("a finite number > 1", (float, int), low=1, low_inclusive=False))
+    @V.checked(initial_sharpness=SHARPNESS)
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, initial_sharpness: float = 5.0, **options):
         _same_dims("cosine", query_dim, key_dim)

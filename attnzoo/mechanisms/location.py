@@ -30,7 +30,6 @@ from ..core import validate as V
 from ..core.attend import attend
 from ..core.normalize import NORMALIZERS
 from ..core.scores import AdditiveScore, DotScore, GeneralScore, Score
-from ..core.validate import check_choice
 from .base import AttentionState, StepAttention
 from .registry import register
 
@@ -244,8 +243,10 @@ class GMMAttention(StepAttention):
 
 
 # --------------------------------------------------------------------------- Luong local windows
+WINDOW_SCORES = ("dot", "general", "additive")  # how local-m and local-p score the keys inside the window
+
+
 def _window_score(name: str, score: str, query_dim: int, key_dim: int, hidden_dim: int | None) -> Score:
-    check_choice(f"{name} score", score, ("dot", "general", "additive"))
     if score == "dot":
         if query_dim != key_dim:
             raise ValueError(f"{name} with score='dot' needs query_dim ({query_dim}) == key_dim ({key_dim}); "
@@ -259,7 +260,7 @@ def _window_score(name: str, score: str, query_dim: int, key_dim: int, hidden_di
 class _LocalAttention(StepAttention):
     """Shared body of local-m and local-p: content scores inside a window of half-width D."""
 
-    @V.checked(score=V.one_of(("dot", "general", "additive")))
+    @V.checked(score=V.one_of(WINDOW_SCORES))
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, window: int = 10, score: str = "general"):
         super().__init__(query_dim, key_dim, value_dim)
@@ -326,7 +327,7 @@ class LocalPredictiveAttention(_LocalAttention):
 
     stateless = True
 
-    @V.checked(score=V.one_of(("dot", "general", "additive")))
+    @V.checked(score=V.one_of(WINDOW_SCORES))
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None,
                  hidden_dim: int | None = None, window: int = 10, score: str = "general"):
         super().__init__(query_dim, key_dim, value_dim, hidden_dim, window, score)
