@@ -16,8 +16,11 @@ Backends
            as a bias.
 ``chunked`` exact attention by online softmax over key blocks with a
            recomputing backward (:mod:`attnzoo.core.chunked`): memory grows with
-           L x block instead of L x S, for any score, ``score_mod`` and mask.
-           Softmax only, no dropout, no weights.
+           L x block instead of L x S, for any score, ``score_mod``, mask and sink.
+           With a ``mask_mod`` or ``normalize="sigmoid"`` it runs query blocks over
+           only the keys the mask_mod leaves open (:mod:`attnzoo.core.blockwise`):
+           a sliding window costs L x window. Softmax or sigmoid, no dropout, no
+           weights.
 ``tiled``  exact attention that also returns the weights, by blocks of query
            rows that stay in cache (:mod:`attnzoo.core.tiled`): the weights
            are the only L x S tensor made, forward or backward. Softmax only,
@@ -51,11 +54,12 @@ from torch import Tensor
 
 from . import capture as _capture
 from . import validate as V
+from .blockwise import blockwise_attention
 from .budget import CHUNKED_AUTO_BYTES, CUDA_MATERIALISE_SHARE, materialise_budget  # noqa: F401
 from .chunked import chunked_attention
 from .dropout import dropout
-from .masks import _causal_mask, _index_grid
-from .normalize import NORMALIZERS
+from .masks import MaskMod, _causal_mask, _index_grid, _key_spans_of, has_key_spans
+from .normalize import NORMALIZERS, softmax
 from .scores import Score, resolve_score
 from .tiled import tiled_attention
 
@@ -82,8 +86,10 @@ class AttentionOutput:
 
 
 def sdpa_unsupported_reason(score: Score, normalize: str, need_weights: bool,
-                            score_mod: ScoreMod | None) -> str | None:
+                            score_mod: ScoreMod | None, sink: bool = False) -> str | None:
     """Why the fused backend cannot run a call, or None if it can."""
+    if sink:
+        return "sink= (the fused kernel has no sink logit; the chunked backend runs it without the L x S matrix)"
     if normalize != "softmax":
         return f"normalize={normalize!r} (the fused kernel only computes softmax)"
     if need_weights:
@@ -97,8 +103,8 @@ def sdpa_unsupported_reason(score: Score, normalize: str, need_weights: bool,
 
 def chunked_unsupported_reason(normalize: str, need_weights: bool, dropout_p: float) -> str | None:
     """Why the chunked backend cannot run a call, or None if it can."""
-    if normalize != "softmax":
-        return f"normalize={normalize!r} (the online softmax is a softmax)"
+    if normalize not in ("softmax", "sigmoid"):
+        return f"normalize={normalize!r} (the chunked backend runs softmax and sigmoid)"
     if need_weights:
         return "need_weights=True (the chunked backend never holds the whole weight matrix)"
     if dropout_p > 0:
@@ -106,8 +112,10 @@ def chunked_unsupported_reason(normalize: str, need_weights: bool, dropout_p: fl
     return None
 
 
-def tiled_unsupported_reason(normalize: str, dropout_p: float) -> str | None:
+def tiled_unsupported_reason(normalize: str, dropout_p: float, sink: bool = False) -> str | None:
     """Why the tiled backend cannot run a call, or None if it can."""
+    if sink:
+        return "sink= (the tiled backend has no sink column; use backend='eager' for the weights with a sink)"
     if normalize != "softmax":
         return f"normalize={normalize!r} (the tiled backend computes softmax)"
     if dropout_p > 0:
@@ -118,11 +126,15 @@ def tiled_unsupported_reason(normalize: str, dropout_p: float) -> str | None:
 def choose_backend(backend: str, score: Score, normalize: str, need_weights: bool,
                    score_mod: ScoreMod | None, dropout_p: float = 0.0,
                    grid: tuple[int, int, int, int] | None = None, device: torch.device | None = None,
-                   dtype: torch.dtype | None = None) -> str:
-    """The backend that runs a call; ``grid`` = (B, H, L, S), ``device`` and ``dtype`` size the work for ``auto``."""
+                   dtype: torch.dtype | None = None, *, sink: bool = False, sparse: bool = False) -> str:
+    """The backend that runs a call; ``grid`` = (B, H, L, S), ``device`` and ``dtype`` size the work for ``auto``;
+    ``sink``: a sink logit is given; ``sparse``: a mask_mod leaves most (query, key) blocks out, so the chunked
+    backend that skips them wins."""
     V.check_choice("backend", backend, BACKENDS)
-    reason = sdpa_unsupported_reason(score, normalize, need_weights, score_mod)
+    reason = sdpa_unsupported_reason(score, normalize, need_weights, score_mod, sink)
     if backend == "auto":
+        if sparse and chunked_unsupported_reason(normalize, need_weights, dropout_p) is None:
+            return "chunked"
         pairs = 0 if grid is None else grid[0] * grid[1] * grid[2] * grid[3]
         big = 4 * pairs > materialise_budget(device)  # the (B, H, L, S) float32 scores
         short_cpu_bf16 = (dtype == torch.bfloat16 and device is not None and device.type == "cpu"
@@ -139,7 +151,7 @@ def choose_backend(backend: str, score: Score, normalize: str, need_weights: boo
         if need_weights:
             on_cuda = device is not None and device.type == "cuda"
             if (big if on_cuda else pairs >= TILED_AUTO_PAIRS) and \
-                    tiled_unsupported_reason(normalize, dropout_p) is None:
+                    tiled_unsupported_reason(normalize, dropout_p, sink) is None:
                 return "tiled"
             return "eager"
         if big and chunked_unsupported_reason(normalize, need_weights, dropout_p) is None:
@@ -147,7 +159,7 @@ def choose_backend(backend: str, score: Score, normalize: str, need_weights: boo
         return "eager"
     why = {"sdpa": reason,
            "chunked": chunked_unsupported_reason(normalize, need_weights, dropout_p),
-           "tiled": tiled_unsupported_reason(normalize, dropout_p)}.get(backend)
+           "tiled": tiled_unsupported_reason(normalize, dropout_p, sink)}.get(backend)
     if why is not None:
         raise ValueError(f"backend={backend!r} cannot run this call: {why}; use backend='eager' or 'auto'")
     return backend
@@ -162,19 +174,26 @@ def _neginf_bias_as_mask(mask: Tensor | None, bias: Tensor | None) -> tuple[Tens
     return mask, bias.masked_fill(~blocked_free, 0.0)
 
 
-def _run_backend(chosen: str, score: Score, qp: Tensor, kp: Tensor, v: Tensor, mask, bias, score_mod, is_causal,
-                 normalize: str, dropout_p: float, need_weights: bool, query_offset: int,
+def _run_backend(chosen: str, score: Score, qp: Tensor, kp: Tensor, v: Tensor, mask, bias, score_mod, mask_mod,
+                 sink, is_causal, normalize: str, dropout_p: float, need_weights: bool, query_offset: int,
                  block_size: int | None) -> AttentionOutput:
     """The chosen backend on projected queries and keys (B, H, L, D), (B, H, S, D) and values (B, H, S, E)."""
-    if chosen == "sdpa":
-        return _sdpa(score, qp, kp, v, mask, bias, score_mod, dropout_p, query_offset)
+    if chosen == "chunked" and (mask_mod is not None or normalize != "softmax"):  # skips blocks the mask_mod blocks
+        return AttentionOutput(blockwise_attention(score, qp, kp, v, mask, bias, score_mod, mask_mod, is_causal,
+                                                   query_offset, normalize, sink, block_size))
     if chosen == "chunked":
         return AttentionOutput(chunked_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset,
-                                                 block_size))
+                                                 block_size, sink))
+    if mask_mod is not None:  # the other backends take it as a materialised (B, H, L, S) mask
+        made = mask_mod(*_index_grid(qp.shape[0], qp.shape[1], qp.shape[2], kp.shape[2], qp.device, query_offset))
+        made = torch.as_tensor(made, device=qp.device).to(torch.bool)
+        mask = made if mask is None else mask & made
+    if chosen == "sdpa":
+        return _sdpa(score, qp, kp, v, mask, bias, score_mod, dropout_p, query_offset)
     if chosen == "tiled":
         out, weights = tiled_attention(score, qp, kp, v, mask, bias, score_mod, is_causal, query_offset, block_size)
         return AttentionOutput(out, weights if need_weights else None)
-    return _eager(score, qp, kp, v, mask, bias, score_mod, normalize, dropout_p, need_weights, query_offset)
+    return _eager(score, qp, kp, v, mask, bias, score_mod, normalize, dropout_p, need_weights, query_offset, sink)
 
 
 def attend(
@@ -186,6 +205,8 @@ def attend(
     mask: Tensor | None = None,
     bias: Tensor | None = None,
     score_mod: ScoreMod | None = None,
+    mask_mod: MaskMod | None = None,
+    sink: Tensor | None = None,
     is_causal: bool = False,
     normalize: str = "softmax",
     dropout_p: float = 0.0,
@@ -206,9 +227,15 @@ def attend(
             (general, additive, cosine, ...).
         mask: boolean, broadcastable to (B, H, L, S) (or (B, L, S)); True = may attend.
         bias: float, broadcastable to the scores; added before normalising.
-        score_mod: ``score_mod(score, b, h, q_idx, kv_idx) -> score`` (FlexAttention's signature).
+        score_mod: ``score_mod(score, b, h, q_idx, kv_idx) -> score`` (FlexAttention's signature), e.g.
+            ALiBi's bias or :func:`~attnzoo.core.scores.softcap`.
+        mask_mod: ``mask_mod(b, h, q_idx, kv_idx) -> bool`` (True = may attend), combined with ``mask``; the
+            chunked backend skips the key blocks it blocks (:mod:`attnzoo.core.masks`: sliding windows, global
+            tokens, documents of a packed batch), the others materialise it.
+        sink: a sink logit per head, (H,) or a scalar: one more key with a zero value, so that each row's
+            weights sum to less than one (StreamingLLM's sink, gpt-oss's learned sinks). Softmax only.
         is_causal: block keys after each query (bottom-right aligned, so L < S works with a KV cache).
-        normalize: "softmax" or "sparsemax".
+        normalize: "softmax", "sparsemax" or "sigmoid" (:mod:`attnzoo.core.normalize`).
         dropout_p: dropout on the weights (pass 0.0 at evaluation, as with SDPA).
         need_weights: also return the (B, [H], L, S) weights.
         backend: "auto", "eager", "sdpa" or "chunked".
@@ -221,7 +248,7 @@ def attend(
         block_size: keys per block for backend="chunked" (default: 128, fewer for the additive
             score), query rows per block for backend="tiled" (default: a block of about 2 MiB).
     """
-    _check_options(score, score_mod, dropout_p, scale, query_offset, block_size)
+    _check_options(score, score_mod, mask_mod, dropout_p, scale, query_offset, block_size)
     score = resolve_score(score, scale)
     recorder = _capture.active()
     asked_for_weights = need_weights
@@ -236,9 +263,11 @@ def attend(
         mask = _add_head_dim(mask)
         bias = _add_head_dim(bias)
     mask, bias = _neginf_bias_as_mask(mask, bias)
+    sink = _check_sink(sink, q, normalize)
     query_offset = _query_offset(query_offset, q.shape[-2], k.shape[-2], is_causal)
     grid = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-    chosen = choose_backend(backend, score, normalize, need_weights, score_mod, dropout_p, grid, q.device, q.dtype)
+    chosen = choose_backend(backend, score, normalize, need_weights, score_mod, dropout_p, grid, q.device, q.dtype,
+                            sink=sink is not None, sparse=_skips_most_blocks(mask_mod, grid, query_offset))
     if is_causal and chosen not in ("chunked", "tiled"):  # those build the causal mask block by block
         c = _causal_mask(q.shape[-2], k.shape[-2], q.device, query_offset)  # (L, S)
         mask = c if mask is None else mask & c
@@ -248,8 +277,8 @@ def attend(
     kp = k if keys_projected else score.project_keys(k)
     _check_feature_sizes(score, qp, kp)
     kp, v = _expand_kv_heads(qp, kp, v)
-    out = _run_backend(chosen, score, qp, kp, v, mask, bias, score_mod, is_causal, normalize, dropout_p,
-                       need_weights, query_offset, block_size)
+    out = _run_backend(chosen, score, qp, kp, v, mask, bias, score_mod, mask_mod, sink, is_causal, normalize,
+                       dropout_p, need_weights, query_offset, block_size)
     if three_d:
         out = AttentionOutput(out.output.squeeze(1), None if out.weights is None else out.weights.squeeze(1))
     if recorder is not None:
@@ -261,14 +290,14 @@ def attend(
 
 # --------------------------------------------------------------------------- backends
 def _eager(score, q, k, v, mask, bias, score_mod, normalize, dropout_p, need_weights,
-           query_offset=0) -> AttentionOutput:
+           query_offset=0, sink=None) -> AttentionOutput:
     scores = score.compare(q, k)  # (B, H, L, S)
     scores = scores if scores.dtype == torch.float64 else scores.float()  # biases and score_mods in float32
     if bias is not None:
         scores = scores + bias
     if score_mod is not None:
         scores = score_mod(scores, *_index_grid(*scores.shape, device=scores.device, query_offset=query_offset))
-    weights = NORMALIZERS[normalize](scores, mask)  # (B, H, L, S) float32
+    weights = NORMALIZERS[normalize](scores, mask) if sink is None else softmax(scores, mask, sink)  # (B,H,L,S) f32
     attn = weights.to(v.dtype)
     if dropout_p > 0:
         attn = dropout(attn, dropout_p)
@@ -372,7 +401,7 @@ def _check_inputs(q, k, v, mask, bias, normalize, dropout_p) -> bool:
     return q.dim() == 3
 
 
-def _check_options(score, score_mod, dropout_p, scale, query_offset, block_size) -> None:
+def _check_options(score, score_mod, mask_mod, dropout_p, scale, query_offset, block_size) -> None:
     """attend's scalar arguments and score_mod: isinstance checks and a range, no tensor work."""
     if not isinstance(score, (str, Score)):
         raise TypeError(f"score must be a name ('dot', 'scaled_dot') or a Score module, got {type(score).__name__}")
@@ -383,6 +412,41 @@ def _check_options(score, score_mod, dropout_p, scale, query_offset, block_size)
             kind.check(name, value)
     if score_mod is not None:
         V.check_mod("score_mod", score_mod)
+    if mask_mod is not None:
+        V.check_mod("mask_mod", mask_mod)
+
+
+def _check_sink(sink: object, q: Tensor, normalize: str) -> Tensor | None:
+    """A sink logit per head, (H,) or a scalar -> (1, H, 1, 1) (q is (B, H, L, D) here)."""
+    if sink is None:
+        return None
+    V.check_tensor("sink", sink)
+    V.check_floating("sink", sink)
+    H = q.shape[1]
+    if sink.dim() > 1 or sink.numel() not in (1, H):
+        raise ValueError(f"sink must hold one logit per head, shape ({H},) (H,) or a scalar, got "
+                         f"{V.fmt_shape(sink.shape)}")
+    if normalize != "softmax":
+        raise ValueError(f"sink= needs normalize='softmax' (a sink is one more key of the softmax), got "
+                         f"normalize={normalize!r}")
+    return sink.reshape(1, -1, 1, 1)
+
+
+#: with a sparse mask_mod, backend="auto" takes the block-skipping chunked path from this many (query, key) pairs
+SPARSE_AUTO_PAIRS = 2 ** 22
+
+
+def _skips_most_blocks(mask_mod, grid: tuple[int, int, int, int], query_offset: int) -> bool:
+    """True when a mask_mod names the keys each block of 128 queries may reach and they are under half of all."""
+    B, H, L, S = grid
+    if mask_mod is None or not has_key_spans(mask_mod) or B * H * L * S < SPARSE_AUTO_PAIRS:
+        return False
+    open_pairs = 0
+    for r0 in range(0, L, 128):
+        r1 = min(L, r0 + 128)
+        spans = _key_spans_of(mask_mod, r0 + query_offset, r1 + query_offset, S)
+        open_pairs += (r1 - r0) * sum(b - a for a, b in spans)
+    return 2 * open_pairs < L * S
 
 
 def _check_score_sizes(score: Score, q: Tensor, k: Tensor, keys_projected: bool) -> None:

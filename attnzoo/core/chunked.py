@@ -21,7 +21,14 @@ additive (Bahdanau), general and cosine scores, masks and biases of any
 broadcastable shape, and causal masking computed per block (no L x S mask).
 PyTorch's FlexAttention has no backward on CPU; this one does.
 
-Restrictions (each an error that says so): softmax only, no dropout, no
+A sink logit (``sink``: one more key with a zero value) starts each row's
+running max and sum; its gradient is -p_sink rowsum(dout * out).
+
+With a ``mask_mod`` or the sigmoid normalizer, attend runs the block-sparse
+path of :mod:`attnzoo.core.blockwise` instead (query blocks over the keys
+the mask_mod leaves open).
+
+Restrictions (each an error that says so): softmax or sigmoid, no dropout, no
 weights returned (use ``eager`` for those). A ``score_mod`` with learned
 tensors must be an ``nn.Module`` (its parameters are then differentiated).
 
@@ -146,12 +153,15 @@ def _window(x: Tensor | None, r0: int, r1: int, j0: int, j1: int, S: int) -> Ten
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, bias, spec: _Spec, *params):
+    def forward(ctx, q, k, v, bias, sink, spec: _Spec, *params):
         B, H, L, _ = q.shape
         S, E = k.shape[-2], v.shape[-1]
         stat = torch.float64 if q.dtype == torch.float64 else torch.float32
         m = torch.full((B, H, L), float("-inf"), dtype=stat, device=q.device)  # running row max
         l = torch.zeros(B, H, L, dtype=stat, device=q.device)  # running sum of e^(s - m)
+        if sink is not None:  # the sink is one more key with a zero value: it starts the running max and sum
+            m = sink.detach().to(stat).expand(B, H, L, 1)[..., 0].clone()
+            l = torch.isfinite(m).to(stat)
         acc = torch.zeros(B, H, L, E, dtype=stat, device=q.device)
         with torch.no_grad():
             for j0 in range(0, S, spec.block):
@@ -179,13 +189,13 @@ class _ChunkedAttention(torch.autograd.Function):
         device = q.device.type
         ctx.autocast = (device, torch.is_autocast_enabled(device),
                         torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None)
-        ctx.save_for_backward(q, k, v, bias, out, lse, *params)
+        ctx.save_for_backward(q, k, v, bias, sink, out, lse, *params)
         return out
 
     @staticmethod
     def backward(ctx, dout):
         spec = ctx.spec
-        q, k, v, bias, out, lse, *params = ctx.saved_tensors
+        q, k, v, bias, sink, out, lse, *params = ctx.saved_tensors
         S = k.shape[-2]
         stat = lse.dtype
         delta = (dout.to(stat) * out.to(stat)).sum(-1)  # (B, H, L) rowsum(dout * out)
@@ -198,6 +208,10 @@ class _ChunkedAttention(torch.autograd.Function):
         dparams = [torch.zeros_like(p) for p in params]
         L = q.shape[-2]
         dout_stat = dout.to(stat)
+        dsink = None
+        if sink is not None and ctx.needs_input_grad[4]:  # d/dsink = -p_sink rowsum(dout * out), per row
+            p_sink = torch.exp(sink.to(stat).expand(*lse.shape, 1)[..., 0] - lse)  # (B, H, L)
+            dsink = _sum_to((-p_sink * delta)[..., None], sink.shape).to(sink.dtype)
         manual = not params and _manual_backward(spec.score, spec.score_mod)
         if manual:  # a plain dot product with at most a parameter-free bias: ds flows by matrix products
             qf, kf, scale = spec.score.dot_form(q, k)
@@ -249,11 +263,12 @@ class _ChunkedAttention(torch.autograd.Function):
                 if g is not None:
                     acc += g
         dbias = None if dbias is None else dbias.to(bias.dtype)
-        return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbias, None, *dparams)
+        return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbias, dsink, None, *dparams)
 
 
 def chunked_attention(score, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None,
-                      score_mod, causal: bool, query_offset: int, block_size: int | None = None) -> Tensor:
+                      score_mod, causal: bool, query_offset: int, block_size: int | None = None,
+                      sink: Tensor | None = None) -> Tensor:
     """Exact softmax attention by key blocks: q (B,H,L,D'), k (B,H,S,D'), v (B,H,S,E) -> (B,H,L,E).
 
     ``q`` and ``k`` are already projected (``score.project_query``/``project_keys``)."""
@@ -268,4 +283,4 @@ def chunked_attention(score, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | Non
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     params = _params(score, score_mod)
     spec = _Spec(score, score_mod, mask, causal, query_offset, block, len(params))
-    return _ChunkedAttention.apply(q, k, v, bias, spec, *params)
+    return _ChunkedAttention.apply(q, k, v, bias, sink, spec, *params)

@@ -10,9 +10,11 @@ Masks come in two forms that compose:
 * tensors, broadcastable to the scores' shape (B, H, L, S), made by
   ``padding_mask``, ``causal_mask``, ``sliding_window_mask``;
 * ``mask_mod(b, h, q_idx, kv_idx) -> bool`` callables with FlexAttention's
-  signature (``causal``, ``sliding_window``, ``padding``), combined with
-  ``and_masks``/``or_masks``/``not_mask`` and turned into a tensor by
-  ``create_mask``.
+  signature (``causal``, ``sliding_window``, ``global_tokens``, ``document``,
+  ``padding``), combined with ``and_masks``/``or_masks``/``not_mask`` and
+  turned into a tensor by ``create_mask``. Each factory also says which keys
+  a block of queries may reach (``key_spans``), so the chunked backend skips
+  the blocks outside them: a sliding window then costs L x window, not L x S.
 
 Shape legend: B batch, H heads, L query length, S key length.
 """
@@ -80,6 +82,9 @@ def causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
     return q_idx >= kv_idx
 
 
+causal.key_spans = lambda q_lo, q_hi, S: [(0, min(S, q_hi))]
+
+
 @V.checked()
 def sliding_window(window: int, causal: bool = True) -> MaskMod:
     """mask_mod factory: keys at most ``window - 1`` positions away (behind, if causal)."""
@@ -89,6 +94,52 @@ def sliding_window(window: int, causal: bool = True) -> MaskMod:
         keep = dist.abs() < window
         return keep & (dist >= 0) if causal else keep
 
+    def key_spans(q_lo, q_hi, S):
+        return [(max(0, q_lo - window + 1), min(S, q_hi if causal else q_hi + window - 1))]
+
+    mask_mod.key_spans = key_spans
+    return mask_mod
+
+
+@V.checked(count=V.COUNT)
+def global_tokens(count: int) -> MaskMod:
+    """mask_mod factory (Longformer's global attention, Beltagy et al. 2020): the first ``count`` positions
+    attend to every key and every query attends to them. ``or_masks(sliding_window(w), global_tokens(g))``
+    is Longformer's pattern."""
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (q_idx < count) | (kv_idx < count)
+
+    def key_spans(q_lo, q_hi, S):
+        return [(0, S)] if q_lo < count else [(0, min(count, S))]
+
+    mask_mod.key_spans = key_spans
+    return mask_mod
+
+
+def document(doc_ids: Tensor) -> MaskMod:
+    """mask_mod factory for packed sequences: ``doc_ids`` (B, S) gives each position's document, and a query
+    attends only to keys of its own document (``and_masks(causal, document(ids))`` for a packed LM batch).
+    Positions are absolute (a query at position i reads ``doc_ids[:, i]``), so with a KV cache pass the ids of
+    every position so far."""
+    _check_doc_ids(doc_ids)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return doc_ids[b, q_idx.clamp(0, doc_ids.shape[1] - 1)] == doc_ids[b, kv_idx]
+
+    def key_spans(q_lo, q_hi, S):
+        lo, hi = max(0, min(q_lo, S - 1)), max(1, min(q_hi, S))
+        if S == 0:
+            return []
+        # the keys of the documents that the rows lo..hi-1 belong to, over the whole batch
+        first = doc_ids[:, lo:lo + 1]
+        last = doc_ids[:, hi - 1:hi]
+        same_first = (doc_ids[:, :S] == first).int().argmax(dim=1)  # start of the first row's document
+        after_last = doc_ids[:, :S] > last  # ids grow along a packed row: keys of later documents
+        end = torch.where(after_last.any(dim=1), after_last.int().argmax(dim=1), torch.full_like(same_first, S))
+        return [(int(same_first.min()), max(int(end.max()), min(S, q_hi)))]
+
+    mask_mod.key_spans = key_spans if _nondecreasing(doc_ids) else None
     return mask_mod
 
 
@@ -112,6 +163,13 @@ def and_masks(*mods: MaskMod) -> MaskMod:
             out = out & m(b, h, q_idx, kv_idx)
         return out
 
+    def key_spans(q_lo, q_hi, S):
+        spans = [(0, S)]
+        for m in mods:
+            spans = _intersect(spans, _key_spans_of(m, q_lo, q_hi, S))
+        return spans
+
+    mask_mod.key_spans = key_spans
     return mask_mod
 
 
@@ -125,6 +183,10 @@ def or_masks(*mods: MaskMod) -> MaskMod:
             out = out | m(b, h, q_idx, kv_idx)
         return out
 
+    def key_spans(q_lo, q_hi, S):
+        return _union([span for m in mods for span in _key_spans_of(m, q_lo, q_hi, S)])
+
+    mask_mod.key_spans = key_spans
     return mask_mod
 
 
@@ -136,6 +198,62 @@ def not_mask(mod: MaskMod) -> MaskMod:
         return ~mod(b, h, q_idx, kv_idx)
 
     return mask_mod
+
+
+# --------------------------------------------------------------------------- block skipping
+@V.checked(q_lo=V.INT, q_hi=V.INT, S=V.COUNT)
+def key_spans_of(mask_mod: MaskMod, q_lo: int, q_hi: int, S: int) -> list[tuple[int, int]]:
+    """Sorted, disjoint key ranges [j0, j1) outside which ``mask_mod`` blocks every query at absolute positions
+    q_lo..q_hi-1: what the chunked backend computes, skipping the rest block by block. A mask_mod says it
+    through a ``key_spans(q_lo, q_hi, S)`` attribute (the factories here do); without one, every key."""
+    V.check_mod("mask_mod", mask_mod)
+    return _key_spans_of(mask_mod, q_lo, q_hi, S)
+
+
+def _key_spans_of(mask_mod: MaskMod, q_lo: int, q_hi: int, S: int) -> list[tuple[int, int]]:
+    """key_spans_of's body, called per block by the chunked backend and the combinators."""
+    hint = getattr(mask_mod, "key_spans", None)
+    spans = [(0, S)] if hint is None else hint(q_lo, q_hi, S)
+    return [(max(0, a), min(S, b)) for a, b in spans if min(S, b) > max(0, a)]
+
+
+def has_key_spans(mask_mod: MaskMod | None) -> bool:
+    """True when the mask_mod can name the keys it leaves open (so blocks outside them can be skipped)."""
+    return getattr(mask_mod, "key_spans", None) is not None
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        elif b > a:
+            out.append((a, b))
+    return out
+
+
+def _intersect(xs: list[tuple[int, int]], ys: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    for a0, a1 in xs:
+        for b0, b1 in ys:
+            lo, hi = max(a0, b0), min(a1, b1)
+            if hi > lo:
+                out.append((lo, hi))
+    return _union(out)
+
+
+def _nondecreasing(ids: Tensor) -> bool:
+    return ids.shape[1] < 2 or bool((ids[:, 1:] >= ids[:, :-1]).all())
+
+
+def _check_doc_ids(doc_ids: object) -> None:
+    V.check_tensor("doc_ids", doc_ids)
+    if torch.is_floating_point(doc_ids) or doc_ids.dtype == torch.bool:
+        raise TypeError(f"doc_ids must hold integer document ids of shape (B, S), got dtype {doc_ids.dtype}; "
+                        "pass doc_ids.long()")
+    if doc_ids.dim() != 2:
+        raise ValueError(f"doc_ids must have shape (B, S) (one document id per position), got "
+                         f"{V.fmt_shape(doc_ids.shape)}")
 
 
 @V.checked(B=V.COUNT, H=V.COUNT, L=V.COUNT, S=V.COUNT, query_offset=V.INT)

@@ -11,6 +11,17 @@ broadcasts to them (True = may attend), and guarantees:
 ``sparsemax`` w = argmin_{p in simplex} ||p - z||^2 = max(z - tau, 0)
               (Martins & Astudillo 2016, "From Softmax to Sparsemax"), whose
               weights are exactly zero outside a data-dependent support.
+``sigmoid``   w_i = sigmoid(z_i - log n) (Ramapuram et al. 2024, "Theory,
+              Analysis, and Best Practices for Sigmoid Self-Attention"): each
+              weight on its own, no sum to one; the bias b = -log n keeps the
+              row's total near one at the start of training. Here n is the
+              number of keys the row may attend (a causal row i: i + 1), so
+              decoding with a cache gives the same weights as the full pass.
+
+A *sink* (StreamingLLM, Xiao et al. 2023; a learned logit per head as in
+gpt-oss) is one more key with logit ``sink`` and a zero value:
+``w_i = exp(z_i) / (exp(sink) + sum_j exp(z_j))``, so a row's weights sum to
+less than one and a query may attend to nothing. ``sink = -inf`` is softmax.
 
 Float64 scores stay float64 (reference tests); anything narrower is computed
 in float32.
@@ -18,6 +29,7 @@ in float32.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -30,15 +42,26 @@ def _upcast(scores: Tensor) -> Tensor:
     return scores if scores.dtype == torch.float64 else scores.float()
 
 
-def softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Masked softmax over the last dim, in float32."""
+def softmax(scores: Tensor, mask: Tensor | None = None, sink: Tensor | None = None) -> Tensor:
+    """Masked softmax over the last dim, in float32; ``sink`` (broadcastable to scores[..., :1]): the logit of
+    an extra key with a zero value, whose weight is dropped (rows then sum to less than one)."""
     scores = _upcast(scores)
+    if sink is not None:
+        return _softmax_with_sink(scores, mask, sink)
     if mask is None:
         return torch.softmax(scores, dim=-1)
     # A large finite negative (not -inf) keeps fully masked rows finite; their
     # uniform weights are then zeroed by the multiplication with the mask.
     filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     return torch.softmax(filled, dim=-1) * mask
+
+
+def _softmax_with_sink(scores: Tensor, mask: Tensor | None, sink: Tensor) -> Tensor:
+    """softmax over [scores, sink] without the sink's column: a fully masked row gives all its weight to the sink."""
+    filled = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+    column = sink.to(scores.dtype).expand(*scores.shape[:-1], 1)  # (..., 1)
+    weights = torch.softmax(torch.cat([filled, column], dim=-1), dim=-1)[..., :-1]
+    return weights if mask is None else weights * mask  # a -inf sink over a fully masked row: NaN -> 0
 
 
 class _Sparsemax(torch.autograd.Function):
@@ -86,4 +109,17 @@ def sparsemax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     return _Sparsemax.apply(filled) * row_any
 
 
-NORMALIZERS: dict[str, Normalizer] = {"softmax": softmax, "sparsemax": sparsemax}
+def sigmoid(scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Sigmoid attention: sigmoid(z - log n) on the keys a row may attend (n of them), zero elsewhere."""
+    scores = _upcast(scores)
+    if mask is None:
+        return torch.sigmoid(scores - math.log(max(scores.shape[-1], 1)))
+    mask = mask.expand_as(scores)
+    n = mask.sum(-1, keepdim=True).clamp_min(1).to(scores.dtype)  # (..., 1) keys each row may attend
+    filled = scores.masked_fill(~mask, 0.0)  # keeps masked scores (and their gradient) out
+    return torch.sigmoid(filled - torch.log(n)) * mask
+
+
+NORMALIZERS: dict[str, Normalizer] = {"softmax": softmax, "sparsemax": sparsemax, "sigmoid": sigmoid}
+#: the normalizers whose rows sum to one (a sink breaks that on purpose)
+SUM_TO_ONE = ("softmax", "sparsemax")

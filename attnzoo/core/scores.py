@@ -234,3 +234,57 @@ def resolve_score(score: str | Score, scale: float | None = None) -> Score:
 
 def type_name(name: str) -> str:
     return {"general": "GeneralScore", "additive": "AdditiveScore", "cosine": "CosineScore"}[name]
+
+
+# --------------------------------------------------------------------------- score_mods of the scores themselves
+class SoftCap:
+    """Logit soft-capping (Gemma 2, Gemma Team 2024; Grok-1): ``score_mod(s) = cap * tanh(s / cap)``.
+
+    Keeps every score in (-cap, cap) with slope 1 near zero, so no logit can run away; ``cap -> inf`` is the
+    identity. Not additive (it bends the score), so the fused ``sdpa`` backend cannot take it; ``eager``,
+    ``chunked`` and ``tiled`` can. Compose it after a bias with :func:`compose_score_mods`."""
+
+    additive = False
+
+    @V.checked(cap=V.POSITIVE)
+    def __init__(self, cap: float = 50.0):
+        self.cap = float(cap)
+
+    def __call__(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return self.cap * torch.tanh(score / self.cap)
+
+    def __repr__(self) -> str:
+        return f"SoftCap(cap={self.cap:g})"
+
+
+@V.checked(cap=V.POSITIVE)
+def softcap(cap: float = 50.0) -> SoftCap:
+    """A ``score_mod`` that soft-caps scores: ``cap * tanh(score / cap)`` (Gemma 2)."""
+    return SoftCap(cap)
+
+
+class ComposedScoreMod(nn.Module):
+    """``score_mod`` applied one after another (left to right); an nn.Module so that learned biases inside
+    (T5's table) stay parameters the chunked backend differentiates."""
+
+    def __init__(self, *mods):
+        super().__init__()
+        self.mods = list(mods)
+        self.learned = nn.ModuleList([m for m in mods if isinstance(m, nn.Module)])
+        self.additive = all(getattr(m, "additive", False) for m in mods)
+
+    def forward(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        for mod in self.mods:
+            score = mod(score, b, h, q_idx, kv_idx)
+        return score
+
+
+def compose_score_mods(*mods):
+    """One ``score_mod`` from several (``None`` entries skipped): ``compose_score_mods(alibi, softcap(30))``
+    adds ALiBi's bias, then caps. Returns None for none, the mod itself for one."""
+    mods = [m for m in mods if m is not None]
+    for m in mods:
+        V.check_mod("score_mod", m)
+    if not mods:
+        return None
+    return mods[0] if len(mods) == 1 else ComposedScoreMod(*mods)
