@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 
 # importing the family modules runs their @register decorators
-from .mechanisms import content, convolutional, location, multihead, self_attention, visual  # noqa: F401
+from .mechanisms import content, convolutional, location, multihead, self_attention, sparse, visual  # noqa: F401
 from .mechanisms.registry import _REGISTRY, FAMILIES, MechanismInfo, register
 
 __all__ = ["FAMILIES", "MechanismInfo", "register", "mechanisms", "get", "get_step_wise", "create"]

@@ -40,6 +40,8 @@ from public_surface import SKIP_METHODS, public_objects  # noqa: E402
 
 #: public callables with scalar arguments that do not go through @checked, and why
 UNCHECKED = {
+    "attnzoo.mechanisms.multihead.MultiHeadAttention.mask_mod": "an internal hook: forward passes a bool it made",
+    "attnzoo.mechanisms.sparse.SlidingWindowAttention.mask_mod": "an internal hook: forward passes a bool it made",
     "attnzoo.core.attend.attend": "the hot path: its own isinstance checks (_check_options), cases below",
     "attnzoo.core.attend.choose_backend": "called by attend with checked values; backend checked by check_choice",
     "attnzoo.core.dropout.dropout": "per forward call: the same RATE kind, checked by hand (case below)",

@@ -6,6 +6,10 @@ appends the new positions' keys and values (the one documented exception to
 hands over for exactly that). Storage grows by doubling, so decoding T tokens
 copies O(T) rather than O(T^2) elements.
 
+:class:`RollingKVCache` keeps only the first ``keep_first`` positions and the
+last ``window`` (StreamingLLM, Xiao et al. 2023; a sliding window's cache):
+its memory stays flat however long the sequence grows.
+
 A cross-attention layer uses its cache differently: the first call stores the
 projected memory, later calls reuse it (``static=True`` is set by the layer).
 
@@ -41,6 +45,11 @@ class KVCache:
         self.static = False  # True: holds a cross-attention memory, reused as is
 
     def __len__(self) -> int:
+        return self.length
+
+    @property
+    def position(self) -> int:
+        """Positions appended so far: the absolute position of the next query (here, all of them are kept)."""
         return self.length
 
     @property
@@ -110,3 +119,74 @@ class KVCache:
     def __repr__(self) -> str:
         shape = None if self._k is None else V.fmt_shape(self.keys.shape)
         return f"KVCache(length={self.length}, keys={shape}, static={self.static})"
+
+
+class RollingKVCache(KVCache):
+    """A KV cache that keeps the first ``keep_first`` positions (attention sinks) and the most recent ones, so
+    that the next query sees ``window`` recent keys counting its own: StreamingLLM's cache (Xiao et al. 2023),
+    and the exact cache of a sliding window of ``window`` keys.
+
+    ``append`` returns every key the new queries may need (the kept ones plus all new ones) with their
+    absolute positions in ``call_positions``; the layer masks by those positions (keys were rotated by
+    RoPE at their absolute positions before caching; StreamingLLM re-numbers positions inside the cache
+    instead, which this cache does not do). Memory: at most ``keep_first + window - 1`` positions between calls.
+    """
+
+    @V.checked(window=V.SIZE, keep_first=V.COUNT)
+    def __init__(self, window: int, keep_first: int = 0) -> None:
+        super().__init__()
+        self.window, self.keep_first = window, keep_first
+        self.seen = 0  # positions appended so far
+        self.key_positions: Tensor | None = None  # (S,) absolute positions of the kept keys
+        self.call_positions: Tensor | None = None  # (S',) of the keys the last append returned
+
+    @property
+    def position(self) -> int:
+        return self.seen
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add (B, G, L, D) keys and values; return the kept ones plus the new ones, (B, G, S', .)."""
+        if self.static:
+            raise ValueError("a RollingKVCache holds self-attention positions only; use a KVCache for cross-attention")
+        _check_kv(k, v)
+        L = k.shape[-2]
+        new_pos = torch.arange(self.seen, self.seen + L, device=k.device)
+        if self._k is None:
+            keys, values, pos = k, v, new_pos
+        else:
+            if k.shape[:2] != self._k.shape[:2] or k.shape[-1] != self._k.shape[-1] or k.dtype != self._k.dtype:
+                raise ValueError(f"k of shape {V.fmt_shape(k.shape)} and dtype {k.dtype} does not continue the "
+                                 f"cached keys {V.fmt_shape(self._k.shape)} of dtype {self._k.dtype}")
+            keys, values = torch.cat([self._k, k], dim=2), torch.cat([self._v, v], dim=2)
+            pos = torch.cat([self.key_positions, new_pos])
+        self.seen += L
+        self.call_positions = pos
+        keep = self._kept(pos.shape[0], k.device)
+        self._k, self._v, self.key_positions = keys[:, :, keep], values[:, :, keep], pos[keep]
+        self.length = self._k.shape[2]
+        return keys, values
+
+    def _kept(self, n: int, device: torch.device) -> slice | Tensor:
+        recent = self.window - 1  # with the next query itself: ``window`` recent keys
+        if n <= self.keep_first + recent:
+            return slice(None)
+        idx = list(range(self.keep_first)) + list(range(n - recent, n))
+        return torch.tensor(idx, device=device)
+
+    @property
+    def keys(self) -> Tensor | None:
+        return self._k
+
+    @property
+    def values(self) -> Tensor | None:
+        return self._v
+
+    def store(self, k: Tensor, v: Tensor) -> None:
+        raise ValueError("a RollingKVCache holds self-attention positions only; use a KVCache for cross-attention")
+
+    def reset(self) -> None:
+        self.__init__(self.window, self.keep_first)
+
+    def __repr__(self) -> str:
+        return (f"RollingKVCache(window={self.window}, keep_first={self.keep_first}, seen={self.seen}, "
+                f"kept={self.length})")

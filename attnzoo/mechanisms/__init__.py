@@ -10,8 +10,17 @@ from .content import (
                       ScaledDotAttention,
 )
 from .convolutional import AugmentedConv2d, ConvCache, DynamicConv, LightweightConv, MultiStepAttention
-from .multihead import GroupedQueryAttention, MultiHeadAttention, MultiQueryAttention
+from .multihead import (
+                      GatedAttention,
+                      GroupedQueryAttention,
+                      MultiHeadAttention,
+                      MultiQueryAttention,
+                      SigmoidAttention,
+                      SinkAttention,
+                      SoftCapAttention,
+)
 from .self_attention import SelfAttention
+from .sparse import SlidingWindowAttention
 from .transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
 from .visual import (
                       ConvBlockAttention,
@@ -24,7 +33,8 @@ from .visual import (
 
 __all__ = ["AttentionState", "StepAttention", "ContentAttention", "DotAttention", "ScaledDotAttention",
            "GeneralAttention", "AdditiveAttention", "CosineAttention", "MultiHeadAttention",
-           "GroupedQueryAttention", "MultiQueryAttention", "SelfAttention", "BlockConfig", "EncoderBlock",
+           "GroupedQueryAttention", "MultiQueryAttention", "GatedAttention", "SinkAttention", "SoftCapAttention",
+           "SigmoidAttention", "SlidingWindowAttention", "SelfAttention", "BlockConfig", "EncoderBlock",
            "DecoderBlock", "FeedForward", "ImageAttention", "VisualOutput", "SoftSpatialAttention",
            "SqueezeExcitationAttention", "ConvBlockAttention", "NonLocalAttention", "doubly_stochastic_penalty",
            "flatten_grid", "LightweightConv", "DynamicConv", "ConvCache", "AugmentedConv2d", "MultiStepAttention"]

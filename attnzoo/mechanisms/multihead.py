@@ -15,6 +15,14 @@ Positions (``positions=``), each in its slot of the core:
 self-attention only (cross-attention compares two sequences). Absolute positions
 (sinusoidal, learned) are added to the inputs by the model, not here.
 
+One stage of the pipeline each, options of every layer here (and registered
+presets below): ``gate=True`` multiplies each head's output by a sigmoid gate
+computed from x (gated attention, Qiu et al. 2025); ``sinks=True`` learns one
+sink logit per head (weights then sum to less than one: a head may attend to
+nothing); ``softcap=c`` caps the logits at c tanh(s / c) (Gemma 2);
+``normalize="sigmoid"`` replaces the softmax by sigmoid(s - log n)
+(Ramapuram et al. 2024). Each runs on every backend that can run it.
+
 Masks are boolean with True = may attend (the opposite of
 ``nn.MultiheadAttention``'s ``key_padding_mask`` and boolean ``attn_mask``).
 
@@ -30,11 +38,14 @@ from torch import Tensor, nn
 
 from ..core import validate as V
 from ..core.attend import AttentionOutput, attend
-from ..core.kv_cache import KVCache
+from ..core.kv_cache import KVCache, RollingKVCache
+from ..core.scores import SoftCap, compose_score_mods
 from ..positions import ALiBi, RelativePositions, RotaryPositions, T5RelativeBias
 from .registry import register
 
 POSITIONS = (None, "rope", "alibi", "t5", "relative")
+#: what may replace the softmax in a multi-head layer
+LAYER_NORMALIZERS = ("softmax", "sigmoid")
 
 
 def _check_cache(cache: object) -> None:
@@ -47,11 +58,12 @@ def _check_cache(cache: object) -> None:
 class MultiHeadAttention(nn.Module):
     """out = W_o [softmax(Q_h K_g(h)^T / sqrt(D)) V_g(h)]_h; G = H (MHA), 1 (MQA) or between (GQA)."""
 
-    @V.checked(positions=V.one_of(POSITIONS))
+    @V.checked(positions=V.one_of(POSITIONS), softcap=V.POSITIVE, normalize=V.one_of(LAYER_NORMALIZERS))
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None, *,
                  key_dim: int | None = None, value_dim: int | None = None, bias: bool = True,
                  dropout_p: float = 0.0, positions: str | None = None, fused_attn: bool = True,
-                 relative_distance: int = 16, t5_bidirectional: bool = True):
+                 relative_distance: int = 16, t5_bidirectional: bool = True, gate: bool = False,
+                 sinks: bool = False, softcap: float | None = None, normalize: str = "softmax"):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if num_heads % num_kv_heads:
@@ -70,6 +82,25 @@ class MultiHeadAttention(nn.Module):
         self.alibi = ALiBi(num_heads) if positions == "alibi" else None
         self.t5 = T5RelativeBias(num_heads, bidirectional=t5_bidirectional) if positions == "t5" else None
         self.relative = RelativePositions(head_dim, relative_distance) if positions == "relative" else None
+        self._stages(gate, sinks, softcap, normalize)
+
+    def _stages(self, gate: bool, sinks: bool, softcap: float | None, normalize: str) -> None:
+        """The optional stages: an output gate, sink logits, a logit cap, the normaliser."""
+        if sinks and normalize != "softmax":
+            raise ValueError(f"{type(self).__name__}: sinks=True needs normalize='softmax' (a sink is one more key "
+                             f"of the softmax), got normalize={normalize!r}")
+        self.normalize = normalize
+        # gated attention: sigmoid(x W_g), one gate per head and channel, on each head's output
+        self.gate_proj = nn.Linear(self.dim, self.num_heads * self.head_dim, bias=True) if gate else None
+        self.sink = nn.Parameter(torch.zeros(self.num_heads)) if sinks else None  # one logit per head
+        self.softcap = softcap
+        cap = SoftCap(softcap) if softcap is not None else None
+        # composed once (a tuple, so the T5 table is not registered twice): self-attention's and cross's score_mod
+        self._score_mods = (compose_score_mods(self.alibi or self.t5, cap), cap)
+
+    def mask_mod(self, cross: bool):
+        """The mask_mod this layer adds to every call (None here; a sliding window in its subclass)."""
+        return None
 
     def _heads(self, x: Tensor, n: int) -> Tensor:
         B, L, _ = x.shape
@@ -134,7 +165,7 @@ class MultiHeadAttention(nn.Module):
         if key is not None and value is not None and key.shape[1] != value.shape[1]:
             raise ValueError(f"key and value must have the same length S: key {V.fmt_shape(key.shape)}, "
                              f"value {V.fmt_shape(value.shape)}")
-        offset = 0 if cache is None or cross else cache.length  # absolute position of x[:, 0]
+        offset = 0 if cache is None or cross else cache.position  # absolute position of x[:, 0]
         if cross and cache is not None and cache.static:
             q = self._heads(self.q_proj(x), self.num_heads)  # (B, H, L, D)
             k, v = cache.keys, cache.values  # (B, G, S, D) projected memory, reused
@@ -167,17 +198,41 @@ class MultiHeadAttention(nn.Module):
             km = key_mask[:, None, None, :]  # (B, 1, 1, S)
             mask = km if mask is None else mask & km
         bias = self.relative.bias(q, S, offset) if self.relative is not None and not cross else None
-        score_mod = None if cross else (self.alibi or self.t5)
-        out = attend(q, k, v, score="scaled_dot", mask=mask, bias=bias, score_mod=score_mod, is_causal=is_causal,
+        mask_mod = self.mask_mod(cross)
+        if isinstance(cache, RollingKVCache):  # kept keys are not at positions 0..S-1: mask by their positions
+            mask, mask_mod, is_causal = self._rolling_mask(cache, q.shape[2], offset, mask, is_causal), None, False
+        out = attend(q, k, v, score="scaled_dot", mask=mask, bias=bias, score_mod=self._score_mods[int(cross)],
+                     mask_mod=mask_mod, sink=self.sink, normalize=self.normalize, is_causal=is_causal,
                      dropout_p=self.dropout_p if self.training else 0.0, need_weights=need_weights,
                      backend="auto" if self.fused_attn else "eager", query_offset=offset)
         B, H, L, D = out.output.shape
-        merged = out.output.transpose(1, 2).reshape(B, L, H * D)  # (B, L, H*D)
+        heads = out.output
+        if self.gate_proj is not None:  # gated attention: each head's output times sigmoid(x W_g)
+            heads = heads * torch.sigmoid(self._heads(self.gate_proj(x), H)).to(heads.dtype)  # (B, H, L, D)
+        merged = heads.transpose(1, 2).reshape(B, L, H * D)  # (B, L, H*D)
         return AttentionOutput(self.o_proj(merged), out.weights)
 
+    def _rolling_mask(self, cache: RollingKVCache, L: int, offset: int, mask: Tensor | None,
+                      is_causal: bool) -> Tensor | None:
+        """The (L, S) mask of new queries over a rolling cache's keys, by absolute positions."""
+        if self.relative is not None or self.alibi is not None or self.t5 is not None:
+            raise ValueError(f"{type(self).__name__}: a RollingKVCache works with positions None or 'rope' (its "
+                             f"keys are not at positions 0..S-1), got positions={self.positions!r}")
+        kv_pos = cache.call_positions[None, :]  # (1, S)
+        q_pos = torch.arange(offset, offset + L, device=kv_pos.device)[:, None]  # (L, 1)
+        made = kv_pos <= q_pos if is_causal else torch.ones(L, kv_pos.shape[1], dtype=torch.bool,
+                                                            device=kv_pos.device)
+        mod = self.mask_mod(False)
+        if mod is not None:
+            made = made & mod(0, 0, q_pos, kv_pos)
+        return made if mask is None else mask & made
+
     def extra_repr(self) -> str:
+        extra = "".join(f", {name}={value!r}" for name, value, default in (
+            ("gate", self.gate_proj is not None, False), ("sinks", self.sink is not None, False),
+            ("softcap", self.softcap, None), ("normalize", self.normalize, "softmax")) if value != default)
         return (f"dim={self.dim}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
-                f"head_dim={self.head_dim}, positions={self.positions!r}, fused_attn={self.fused_attn}")
+                f"head_dim={self.head_dim}, positions={self.positions!r}, fused_attn={self.fused_attn}{extra}")
 
 
 @register("gqa", family="multi-head", paper="Ainslie et al. 2023, GQA: Training Generalized Multi-Query "
@@ -205,3 +260,43 @@ class MultiQueryAttention(MultiHeadAttention):
                 raise ValueError(f"MultiQueryAttention: num_kv_heads must be 1 (one key/value head shared by all "
                                  f"query heads), got {kv_heads}; use GroupedQueryAttention for {kv_heads}")
         super().__init__(dim, num_heads, 1, head_dim, **kw)
+
+
+@register("gated", family="multi-head", paper="Qiu et al. 2025, Gated Attention for Large Language Models: "
+                                               "Non-linearity, Sparsity, and Attention-Sink-Free")
+class GatedAttention(MultiHeadAttention):
+    """head_h = softmax(Q_h K_h^T / sqrt(D)) V_h * sigmoid(x W_g)_h: an elementwise, head-specific output gate."""
+
+    @V.checked()
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None, **kw):
+        super().__init__(dim, num_heads, num_kv_heads, head_dim, **{"gate": True, **kw})
+
+
+@register("sink", family="multi-head", paper="Xiao et al. 2023, Efficient Streaming Language Models with "
+                                              "Attention Sinks (a learned sink logit per head, as in gpt-oss)")
+class SinkAttention(MultiHeadAttention):
+    """w_ij = exp(s_ij) / (exp(z_h) + sum_k exp(s_ik)): a learned sink logit z_h per head; weights sum below one."""
+
+    @V.checked()
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None, **kw):
+        super().__init__(dim, num_heads, num_kv_heads, head_dim, **{"sinks": True, **kw})
+
+
+@register("softcap", family="multi-head", paper="Gemma Team 2024, Gemma 2: Improving Open Language Models at a "
+                                                 "Practical Size (attention logit soft-capping)")
+class SoftCapAttention(MultiHeadAttention):
+    """softmax(c tanh(Q_h K_h^T / (c sqrt(D)))) V_h: logits soft-capped at c (default 50, Gemma 2's)."""
+
+    @V.checked()
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None, **kw):
+        super().__init__(dim, num_heads, num_kv_heads, head_dim, **{"softcap": 50.0, **kw})
+
+
+@register("sigmoid", family="multi-head", paper="Ramapuram et al. 2024, Theory, Analysis, and Best Practices "
+                                                 "for Sigmoid Self-Attention")
+class SigmoidAttention(MultiHeadAttention):
+    """head_h = sigmoid(Q_h K_h^T / sqrt(D) - log n) V_h: each weight on its own, n the keys a row may attend."""
+
+    @V.checked()
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None, **kw):
+        super().__init__(dim, num_heads, num_kv_heads, head_dim, **{"normalize": "sigmoid", **kw})

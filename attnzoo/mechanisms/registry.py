@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from .base import ImageAttention, StepAttention
 
-FAMILIES = ("content", "location", "visual", "self-attention", "multi-head", "convolutional", "transformer")
+FAMILIES = ("content", "location", "visual", "self-attention", "multi-head", "convolutional", "transformer", "linear",
+            "sparse")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import attnzoo.models
 from attnzoo import KVCache, attend
 from attnzoo import positions as P
 from attnzoo.core import Dropout, dropout, masks, normalize
-from attnzoo.core.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score
+from attnzoo.core.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore, Score, softcap
 from attnzoo.mechanisms.transformer import BlockConfig, DecoderBlock, EncoderBlock, FeedForward
 from attnzoo.mechanisms.visual import doubly_stochastic_penalty, flatten_grid
 from attnzoo.models import decoding
@@ -131,6 +131,15 @@ def case_attend():
                   bias=bias[:, 0], backend=backend)
     check("attend[sparsemax]", attend, q, k, v, mask=mask, bias=bias, normalize="sparsemax", need_weights=True,
           backend="eager")
+    sink = torch.zeros(2, requires_grad=True)
+    doc = masks.document(torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 2, 2]]))
+    for backend in ("eager", "chunked"):  # the modern stages: a sink, sigmoid, a cap, a block-skipped mask_mod
+        for kw in (dict(sink=sink), dict(normalize="sigmoid"), dict(score_mod=softcap(2.0)),
+                   dict(mask_mod=masks.or_masks(masks.sliding_window(2), masks.global_tokens(1))),
+                   dict(mask_mod=doc, sink=sink)):
+            out = check(f"attend[{backend}, {sorted(kw)}]", attend, q, k, v, mask=mask, bias=bias, backend=backend,
+                        block_size=2, **kw).output
+            out.sum().backward()
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts copies, never the caller's tensors
         check("attend[autocast]", attend, q, k, v, mask=mask, backend="eager", need_weights=True)
     # the chunked backward after the call: q, k, v and bias are still the caller's
@@ -169,13 +178,20 @@ def case_masks():
         check(f"{name} mask_mod", mod, b, h, qi, ki, captured=[lengths])
         check(f"create_mask({name})", masks.create_mask, mod, 2, 1, 3, 4, captured=[lengths])
     check("padding() factory", masks.padding, lengths)
+    ids = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]])
+    for name, mod in [("document", masks.document(ids)), ("global_tokens", masks.global_tokens(1))]:
+        check(f"{name} mask_mod", mod, b, h, qi, ki, captured=[ids])
+        check(f"key_spans_of({name})", masks.key_spans_of, mod, 1, 3, 4, captured=[ids])
+    check("document() factory", masks.document, ids)
 
 
 def case_normalizers():
     scores = torch.randn(2, 3, 5, requires_grad=True)
     mask = torch.rand(2, 3, 5) < 0.6
     mask[0, 1] = False
-    for fn in (normalize.softmax, normalize.sparsemax):
+    sink = torch.zeros(2, 3, 1, requires_grad=True)
+    check("softmax with a sink", normalize.softmax, scores, mask, sink).sum().backward()
+    for fn in (normalize.softmax, normalize.sparsemax, normalize.sigmoid):
         w = check(fn.__name__, fn, scores, mask)
         w.sum().backward()
         check(fn.__name__ + " (no mask)", fn, scores)
@@ -445,6 +461,8 @@ CASES = {
                                                        "and_masks", "or_masks", "not_mask", "create_mask")},
     "attnzoo.core.dropout.dropout": case_dropout, "attnzoo.core.dropout.Dropout.forward": case_dropout,
     "attnzoo.core.normalize.softmax": case_normalizers, "attnzoo.core.normalize.sparsemax": case_normalizers,
+    "attnzoo.core.normalize.sigmoid": case_normalizers,
+    **{f"attnzoo.core.masks.{n}": case_masks for n in ("document", "key_spans_of")},
     **{f"attnzoo.core.scores.{c.__name__}.{m}": case_scores
        for c in (Score, DotScore, ScaledDotScore, GeneralScore, AdditiveScore, CosineScore)
        for m in ("project_query", "project_keys", "compare", "dot_form", "forward") if m in vars(c)},
@@ -506,6 +524,14 @@ EXEMPT = {
     "attnzoo.mechanisms.base.AttentionState.of": "a constructor: wraps the tensors it is given, changes none",
     "attnzoo.core.masks.causal_mask": "takes sizes", "attnzoo.core.masks.sliding_window_mask": "takes sizes",
     "attnzoo.core.masks.index_grid": "takes sizes",
+    "attnzoo.core.masks.global_tokens": "takes a count (its mask_mod has a case)",
+    "attnzoo.core.kv_cache.RollingKVCache": "a cache: appended to by design (the documented exception)",
+    "attnzoo.core.scores.softcap": "a factory taking a number (the SoftCap it makes has a case in attend's)",
+    "attnzoo.core.scores.compose_score_mods": "combines callables, takes no tensor (composed mods run in attend's)",
+    "attnzoo.core.masks.has_key_spans": "reads an attribute of a mask_mod, takes no tensor",
+    "attnzoo.mechanisms.multihead.MultiHeadAttention.mask_mod": "returns the layer's pattern, takes a flag",
+    "attnzoo.mechanisms.sparse.SlidingWindowAttention.mask_mod": "returns the layer's pattern, takes a flag",
+    "attnzoo.mechanisms.sparse.SlidingWindowAttention.new_cache": "makes an empty cache, takes nothing",
     "attnzoo.positions.alibi.alibi": "a factory (its ALiBi is checked)",
     "attnzoo.positions.alibi.alibi_slopes": "takes a head count",
     "attnzoo.positions.absolute.sinusoidal_table": "takes sizes",

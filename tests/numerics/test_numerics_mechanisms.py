@@ -199,7 +199,11 @@ def test_parallel_dtypes_and_large_logits(info, options, device, dtype, x_scale)
         check_parallel(run, dtype, 5, S_)
         for w in run.weights:
             allowed = w.sum(-1) > 0
-            torch.testing.assert_close(w.sum(-1)[allowed], torch.ones_like(w.sum(-1)[allowed]), atol=1e-5, rtol=0)
+            if info.name in NORMALISED:
+                torch.testing.assert_close(w.sum(-1)[allowed], torch.ones_like(w.sum(-1)[allowed]), atol=1e-5,
+                                           rtol=0)
+            else:  # a sink keeps some weight back; sigmoid weighs each key on its own
+                assert (w >= 0).all() and (w <= 1).all()
         m.zero_grad()
         assert_all_finite(run)
 
@@ -210,7 +214,9 @@ def test_parallel_equal_keys_give_uniform_weights(info, options, device, dtype):
     m = build(info, options, dtype, device)
     run = run_parallel(m, 4, dtype, device, equal_keys=True)
     (w,) = run.weights
-    torch.testing.assert_close(w, torch.full_like(w, 0.25), **tol(dtype))
+    assert info.name in UNIFORM_ON_EQUAL_KEYS
+    expected = torch.full_like(w, 0.25) if info.name in NORMALISED else w[..., :1].expand_as(w)  # equal, not 1/S
+    torch.testing.assert_close(w, expected, **tol(dtype))
     assert_all_finite(run)
 
 
@@ -223,7 +229,10 @@ def test_parallel_single_key_gets_weight_exactly_one(info, options, device, dtyp
         runs.append(run_parallel(m, 3, dtype, device, cross_S=1))
     for run in runs:
         (w,) = run.weights
-        assert torch.equal(w, torch.ones_like(w)), w
+        if info.name in NORMALISED:
+            assert torch.equal(w, torch.ones_like(w)), w
+        else:
+            assert (w > 0).all() and (w < 1).all(), w
         m.zero_grad()
         assert_all_finite(run)
 
