@@ -10,7 +10,16 @@ from __future__ import annotations
 import difflib
 
 # importing the family modules runs their @register decorators
-from .mechanisms import content, convolutional, location, multihead, self_attention, sparse, visual  # noqa: F401
+from .mechanisms import (  # noqa: F401
+                         content,
+                         convolutional,
+                         linear,
+                         location,
+                         multihead,
+                         self_attention,
+                         sparse,
+                         visual,
+)
 from .mechanisms.registry import _REGISTRY, FAMILIES, MechanismInfo, register
 
 __all__ = ["FAMILIES", "MechanismInfo", "register", "mechanisms", "get", "get_step_wise", "create"]

@@ -40,6 +40,9 @@ from public_surface import SKIP_METHODS, public_objects  # noqa: E402
 
 #: public callables with scalar arguments that do not go through @checked, and why
 UNCHECKED = {
+    "attnzoo.mechanisms.linear.LinearAttention.features": "called by forward with a bool it passes itself",
+    "attnzoo.mechanisms.linear.Performer.features": "called by forward with a bool it passes itself",
+    "attnzoo.mechanisms.linear.LinearState": "a decoding state made by the layer (new_cache), not by hand",
     "attnzoo.mechanisms.multihead.MultiHeadAttention.mask_mod": "an internal hook: forward passes a bool it made",
     "attnzoo.mechanisms.sparse.SlidingWindowAttention.mask_mod": "an internal hook: forward passes a bool it made",
     "attnzoo.core.attend.attend": "the hot path: its own isinstance checks (_check_options), cases below",

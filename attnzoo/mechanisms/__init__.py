@@ -10,6 +10,7 @@ from .content import (
                       ScaledDotAttention,
 )
 from .convolutional import AugmentedConv2d, ConvCache, DynamicConv, LightweightConv, MultiStepAttention
+from .linear import LinearAttention, LinearState, Performer
 from .multihead import (
                       GatedAttention,
                       GroupedQueryAttention,
@@ -34,7 +35,8 @@ from .visual import (
 __all__ = ["AttentionState", "StepAttention", "ContentAttention", "DotAttention", "ScaledDotAttention",
            "GeneralAttention", "AdditiveAttention", "CosineAttention", "MultiHeadAttention",
            "GroupedQueryAttention", "MultiQueryAttention", "GatedAttention", "SinkAttention", "SoftCapAttention",
-           "SigmoidAttention", "SlidingWindowAttention", "SelfAttention", "BlockConfig", "EncoderBlock",
+           "SigmoidAttention", "SlidingWindowAttention", "LinearAttention", "Performer", "LinearState",
+           "SelfAttention", "BlockConfig", "EncoderBlock",
            "DecoderBlock", "FeedForward", "ImageAttention", "VisualOutput", "SoftSpatialAttention",
            "SqueezeExcitationAttention", "ConvBlockAttention", "NonLocalAttention", "doubly_stochastic_penalty",
            "flatten_grid", "LightweightConv", "DynamicConv", "ConvCache", "AugmentedConv2d", "MultiStepAttention"]

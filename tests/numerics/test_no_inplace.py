@@ -526,6 +526,11 @@ EXEMPT = {
     "attnzoo.core.masks.index_grid": "takes sizes",
     "attnzoo.core.masks.global_tokens": "takes a count (its mask_mod has a case)",
     "attnzoo.core.kv_cache.RollingKVCache": "a cache: appended to by design (the documented exception)",
+    "attnzoo.mechanisms.linear.LinearState.index_select_": "a decoding state: reordered in place by design",
+    "attnzoo.mechanisms.linear.LinearAttention.new_cache": "makes an empty state, takes nothing",
+    "attnzoo.mechanisms.linear.Performer.redraw": "redraws the layer's own buffer, takes nothing",
+    **{f"attnzoo.mechanisms.linear.{n}.features": "called by forward on the layer's projections (forward's case)"
+       for n in ("LinearAttention", "Performer")},
     "attnzoo.core.scores.softcap": "a factory taking a number (the SoftCap it makes has a case in attend's)",
     "attnzoo.core.scores.compose_score_mods": "combines callables, takes no tensor (composed mods run in attend's)",
     "attnzoo.core.masks.has_key_spans": "reads an attribute of a mask_mod, takes no tensor",
