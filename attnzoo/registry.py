@@ -13,6 +13,7 @@ import difflib
 from .mechanisms import (  # noqa: F401
                          content,
                          convolutional,
+                         differential,
                          linear,
                          location,
                          multihead,

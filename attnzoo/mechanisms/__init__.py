@@ -10,11 +10,13 @@ from .content import (
                       ScaledDotAttention,
 )
 from .convolutional import AugmentedConv2d, ConvCache, DynamicConv, LightweightConv, MultiStepAttention
+from .differential import DifferentialAttention
 from .linear import LinearAttention, LinearState, Performer
 from .multihead import (
                       GatedAttention,
                       GroupedQueryAttention,
                       MultiHeadAttention,
+                      MultiHeadLatentAttention,
                       MultiQueryAttention,
                       SigmoidAttention,
                       SinkAttention,
@@ -36,6 +38,7 @@ __all__ = ["AttentionState", "StepAttention", "ContentAttention", "DotAttention"
            "GeneralAttention", "AdditiveAttention", "CosineAttention", "MultiHeadAttention",
            "GroupedQueryAttention", "MultiQueryAttention", "GatedAttention", "SinkAttention", "SoftCapAttention",
            "SigmoidAttention", "SlidingWindowAttention", "LinearAttention", "Performer", "LinearState",
+           "MultiHeadLatentAttention", "DifferentialAttention",
            "SelfAttention", "BlockConfig", "EncoderBlock",
            "DecoderBlock", "FeedForward", "ImageAttention", "VisualOutput", "SoftSpatialAttention",
            "SqueezeExcitationAttention", "ConvBlockAttention", "NonLocalAttention", "doubly_stochastic_penalty",

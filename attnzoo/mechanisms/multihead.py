@@ -32,6 +32,8 @@ heads, D head dim, ``dim`` model width.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -300,3 +302,117 @@ class SigmoidAttention(MultiHeadAttention):
     @V.checked()
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None, **kw):
         super().__init__(dim, num_heads, num_kv_heads, head_dim, **{"normalize": "sigmoid", **kw})
+
+
+@register("mla", family="multi-head", paper="DeepSeek-AI 2024, DeepSeek-V2: A Strong, Economical, and Efficient "
+                                             "Mixture-of-Experts Language Model (multi-head latent attention)")
+class MultiHeadLatentAttention(nn.Module):
+    """head_h = softmax([q_h; R q'_h] . [W_UK,h c; R W_KR x] / sqrt(D + D_R)) W_UV,h c, c = W_DKV x (latent).
+
+    Keys and values are decompressed from one low-rank latent c (``kv_latent_dim`` per token) and a single
+    RoPE key of ``rope_dim`` shared by the heads carries the positions ("decoupled RoPE"), so a decoding
+    cache holds only (c, R W_KR x): kv_latent_dim + rope_dim numbers per token, against MHA's 2 H D. The
+    cache is a :class:`~attnzoo.core.kv_cache.KVCache` whose keys are the latents (B, 1, S, kv_latent_dim)
+    and whose values are the RoPE keys (B, 1, S, rope_dim).
+
+    Two forms, equal (a test holds them to 1e-12): the plain one decompresses K and V and runs
+    MHA-style attention (the fused kernel); the absorbed one (``absorb=True``, the default with a cache)
+    folds W_UK into the query and W_UV after the weighted sum, so attention runs over the latents
+    themselves as one shared key/value head and nothing is decompressed per cached token:
+        score_h = ([W_UK,h^T q_h; R q'_h] . [c; R W_KR x]) / sqrt(D + D_R),  head_h = W_UV,h (sum softmax c).
+    Queries may be compressed too (``q_latent_dim``), as in DeepSeek-V2.
+    """
+
+    @V.checked()
+    def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, *, kv_latent_dim: int | None = None,
+                 rope_dim: int | None = None, q_latent_dim: int | None = None, bias: bool = False,
+                 dropout_p: float = 0.0, fused_attn: bool = True):
+        super().__init__()
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"dim ({dim}) is not divisible by num_heads ({num_heads}); pass head_dim")
+            head_dim = dim // num_heads
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim
+        self.kv_latent_dim = kv_latent_dim or max(1, dim // 4)
+        self.rope_dim = rope_dim or max(2, head_dim // 2)
+        if self.rope_dim % 2:
+            raise ValueError(f"MultiHeadLatentAttention: rope_dim must be even (RoPE rotates pairs), got "
+                             f"{self.rope_dim}")
+        self.dropout_p, self.fused_attn, self.q_latent_dim = dropout_p, fused_attn, q_latent_dim
+        H, D, C, R = num_heads, head_dim, self.kv_latent_dim, self.rope_dim
+        self.q_down = nn.Linear(dim, q_latent_dim, bias=bias) if q_latent_dim else None
+        q_in = q_latent_dim or dim
+        self.q_proj = nn.Linear(q_in, H * (D + R), bias=bias)  # [q_h; q'_h] per head
+        self.kv_down = nn.Linear(dim, C, bias=bias)  # W_DKV: the latent, all that is cached
+        self.k_up = nn.Linear(C, H * D, bias=False)  # W_UK
+        self.v_up = nn.Linear(C, H * D, bias=False)  # W_UV
+        self.k_rope = nn.Linear(dim, R, bias=bias)  # W_KR: the shared RoPE key
+        self.o_proj = nn.Linear(H * D, dim, bias=True)
+        self.rope = RotaryPositions(R)
+
+    def new_cache(self) -> KVCache:
+        """A cache of latents (keys) and RoPE keys (values): kv_latent_dim + rope_dim numbers per token."""
+        return KVCache()
+
+    def cache_numbers_per_token(self) -> int:
+        """Numbers a decoding cache stores per token and layer (MHA: 2 H D)."""
+        return self.kv_latent_dim + self.rope_dim
+
+    def forward(self, x: Tensor, *, key_mask: Tensor | None = None, mask: Tensor | None = None,
+                is_causal: bool = False, need_weights: bool = False, cache: KVCache | None = None,
+                absorb: bool | None = None) -> AttentionOutput:
+        """Self-attention over x (B, L, dim); ``cache`` holds latents and RoPE keys; ``absorb`` picks the form
+        (default: absorbed with a cache, plain without)."""
+        self._check(x, key_mask, cache)
+        B, L, _ = x.shape
+        H, D, R = self.num_heads, self.head_dim, self.rope_dim
+        offset = 0 if cache is None else cache.position
+        q = self.q_proj(self.q_down(x) if self.q_down is not None else x).view(B, L, H, D + R).transpose(1, 2)
+        q_c, q_r = q.split([D, R], dim=-1)  # (B, H, L, D), (B, H, L, R)
+        latent = self.kv_down(x).unsqueeze(1)  # (B, 1, L, C)
+        k_r = self.k_rope(x).unsqueeze(1)  # (B, 1, L, R)
+        q_r, k_r = self.rope(q_r, k_r, q_offset=offset, k_offset=offset)
+        if cache is not None:
+            latent, k_r = cache.append(latent, k_r)  # (B, 1, S, C), (B, 1, S, R): all tokens so far
+        S = latent.shape[2]
+        if key_mask is not None:
+            km = key_mask[:, None, None, :]  # (B, 1, 1, S)
+            mask = km if mask is None else mask & km
+        kw = dict(mask=mask, is_causal=is_causal, need_weights=need_weights, query_offset=offset,
+                  dropout_p=self.dropout_p if self.training else 0.0, scale=1 / math.sqrt(D + R),
+                  backend="auto" if self.fused_attn else "eager")
+        if cache is not None if absorb is None else absorb:
+            w_uk = self.k_up.weight.view(H, D, -1)  # (H, D, C)
+            q_lat = torch.einsum("bhld,hdc->bhlc", q_c, w_uk)  # (B, H, L, C): W_UK^T q
+            out = attend(torch.cat([q_lat, q_r], -1), torch.cat([latent, k_r], -1), latent, **kw)  # one K/V head
+            w_uv = self.v_up.weight.view(H, D, -1)  # (H, D, C)
+            heads = torch.einsum("bhlc,hdc->bhld", out.output, w_uv)  # (B, H, L, D): W_UV after the sum
+        else:
+            k_c = self.k_up(latent.squeeze(1)).view(B, S, H, D).transpose(1, 2)  # (B, H, S, D)
+            v = self.v_up(latent.squeeze(1)).view(B, S, H, D).transpose(1, 2)  # (B, H, S, D)
+            k = torch.cat([k_c, k_r.expand(B, H, S, R)], -1)  # (B, H, S, D + R)
+            out = attend(torch.cat([q_c, q_r], -1), k, v, **kw)
+            heads = out.output
+        merged = heads.transpose(1, 2).reshape(B, L, H * D)  # (B, L, H*D)
+        return AttentionOutput(self.o_proj(merged), out.weights)
+
+    def _check(self, x: Tensor, key_mask: Tensor | None, cache: object) -> None:
+        V.check_tensor("x", x)
+        V.check_floating("x", x)
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (B, L, {self.dim}) (B, L, dim), got {V.fmt_shape(x.shape)}")
+        if cache is not None and (not isinstance(cache, KVCache) or isinstance(cache, RollingKVCache)):
+            raise TypeError(f"cache must be a KVCache of latents (layer.new_cache()), got {type(cache).__name__}")
+        if cache is not None and cache.keys is not None and cache.keys.shape[-1] != self.kv_latent_dim:
+            raise ValueError(f"cache holds keys of {cache.keys.shape[-1]} features, not this layer's latents of "
+                             f"{self.kv_latent_dim}; use one cache per layer (layer.new_cache())")
+        if key_mask is not None:
+            V.check_tensor("key_mask", key_mask)
+            S = x.shape[1] + (0 if cache is None else cache.position)
+            if key_mask.dtype != torch.bool or tuple(key_mask.shape) != (x.shape[0], S):
+                raise ValueError(f"key_mask must be a boolean (B, S) = ({x.shape[0]}, {S}) tensor (True = a real "
+                                 f"key, cached ones included), got {key_mask.dtype} {V.fmt_shape(key_mask.shape)}")
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+                f"kv_latent_dim={self.kv_latent_dim}, rope_dim={self.rope_dim}, q_latent_dim={self.q_latent_dim}")

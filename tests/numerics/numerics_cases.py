@@ -51,15 +51,19 @@ VARIANTS = {
 #: padding are lost: rows sum to one only where the whole window is real).
 NORMALISED = {"dot", "scaled_dot", "general", "additive", "cosine", "location", "location_aware", "local_m",
               "self", "mha", "gqa", "mqa", "soft_spatial", "nonlocal", "aaconv", "multistep", "gated", "softcap",
-              "sliding", "linear", "performer"}
+              "sliding", "linear", "performer", "mla"}
 #: (se and cbam: sigmoid gates in (0, 1), one per channel or position, not a distribution)
 #: (sink: a softmax with one more zero-valued key, rows sum below one; sigmoid: each weight on its own)
-UNNORMALISED = {"gmm", "local_p", "monotonic", "se", "cbam", "lightweight", "dynamic", "sink", "sigmoid"}
+UNNORMALISED = {"gmm", "local_p", "monotonic", "se", "cbam", "lightweight", "dynamic", "sink", "sigmoid",
+                "differential"}
+#: weights that may be negative: a difference of two softmax maps, rows summing to 1 - lambda
+SIGNED = {"differential"}
 #: mechanisms whose weights depend on the keys only through a content score, so equal keys give
 #: uniform weights over the allowed keys (local_m: over the allowed keys inside its window)
 UNIFORM_ON_EQUAL_KEYS = {"dot", "scaled_dot", "general", "additive", "cosine", "self", "mha", "gqa", "mqa",
                          "local_m", "soft_spatial", "nonlocal", "gated", "softcap", "sliding", "sink", "sigmoid",
-                         "linear", "performer"}
+                         "linear", "performer", "differential"}
+#: (mla: its decoupled RoPE key always carries positions, so equal inputs still give position-dependent scores)
 
 #: families whose mechanisms take inputs of their own shapes (convolutions over time with banded weights,
 #: images, a ConvS2S decoder's (h, g) pair): variants() leaves them out, and their numerics are in

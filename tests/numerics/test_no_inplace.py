@@ -529,6 +529,10 @@ EXEMPT = {
     "attnzoo.mechanisms.linear.LinearState.index_select_": "a decoding state: reordered in place by design",
     "attnzoo.mechanisms.linear.LinearAttention.new_cache": "makes an empty state, takes nothing",
     "attnzoo.mechanisms.linear.Performer.redraw": "redraws the layer's own buffer, takes nothing",
+    "attnzoo.mechanisms.differential.DifferentialAttention.lambda_": "reads the layer's parameters, takes nothing",
+    "attnzoo.mechanisms.differential.DifferentialAttention.new_cache": "makes an empty cache, takes nothing",
+    "attnzoo.mechanisms.multihead.MultiHeadLatentAttention.new_cache": "makes an empty cache, takes nothing",
+    "attnzoo.mechanisms.multihead.MultiHeadLatentAttention.cache_numbers_per_token": "a size, takes nothing",
     **{f"attnzoo.mechanisms.linear.{n}.features": "called by forward on the layer's projections (forward's case)"
        for n in ("LinearAttention", "Performer")},
     "attnzoo.core.scores.softcap": "a factory taking a number (the SoftCap it makes has a case in attend's)",
