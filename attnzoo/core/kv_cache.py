@@ -144,6 +144,10 @@ class RollingKVCache(KVCache):
     def position(self) -> int:
         return self.seen
 
+    def __len__(self) -> int:
+        """Positions decoded so far (``length``: how many are kept)."""
+        return self.seen
+
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add (B, G, L, D) keys and values; return the kept ones plus the new ones, (B, G, S', .)."""
         if self.static:

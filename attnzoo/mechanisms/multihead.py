@@ -323,6 +323,7 @@ class MultiHeadLatentAttention(nn.Module):
     Queries may be compressed too (``q_latent_dim``), as in DeepSeek-V2.
     """
 
+    own_positions = "rope"  # its decoupled RoPE key: a model asking for rope positions gets them here
     @V.checked()
     def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, *, kv_latent_dim: int | None = None,
                  rope_dim: int | None = None, q_latent_dim: int | None = None, bias: bool = False,

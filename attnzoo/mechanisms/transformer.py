@@ -11,7 +11,9 @@ and FFN(x) = W_2 act(W_1 x + b_1) + b_2.
 
 Attention layers are :class:`~attnzoo.mechanisms.multihead.MultiHeadAttention`
 (so MHA/GQA/MQA, positions and the fused kernel come with them). The
-self-attention slot also takes a lightweight or dynamic convolution
+self-attention slot takes any registered multi-head, linear or sparse mechanism
+by name (``self_attention="mla"|"linear"|"sliding"|...``, its own options in
+``attention_options``), and a lightweight or dynamic convolution
 (``self_attention="lightweight"|"dynamic"``, Wu et al. 2019): the same call,
 a causal convolution in the decoder, and a
 :class:`~attnzoo.mechanisms.convolutional.ConvCache` of its last K-1 inputs
@@ -22,6 +24,7 @@ Shape legend: B batch, L target length, S source length, ``dim`` model width.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch.nn.functional as F
@@ -30,10 +33,15 @@ from torch import Tensor, nn
 from ..core import validate as V
 from ..core.dropout import Dropout
 from ..core.kv_cache import KVCache
+from . import differential, linear, sparse  # noqa: F401  (their @register: the self-attention slot's choices)
 from .convolutional import ConvCache, DynamicConv, LightweightConv
 from .multihead import POSITIONS, MultiHeadAttention
+from .registry import _REGISTRY
 
-SELF_ATTENTION = ("mha", "lightweight", "dynamic")
+#: the registered mechanisms a block's self-attention slot takes by name, besides the convolutions
+SEQUENCE_FAMILIES = ("multi-head", "linear", "sparse")
+SELF_ATTENTION = ("mha", "lightweight", "dynamic") + tuple(sorted(
+    name for name, info in _REGISTRY.items() if info.family in SEQUENCE_FAMILIES and name != "mha"))
 ACTIVATIONS = ("gelu", "relu")
 
 
@@ -50,11 +58,12 @@ class BlockConfig:
     activation: str = "gelu"  # "gelu" or "relu" (the paper)
     positions: str | None = None  # "rope" | "alibi" | "t5" | "relative" for self-attention
     fused_attn: bool = True  # PyTorch's fused kernel when no weights are asked for
-    self_attention: str = "mha"  # or "lightweight" | "dynamic": a convolution over time in the slot (Wu 2019)
+    self_attention: str = "mha"  # any registered multi-head/linear/sparse mechanism, or a convolution over time
     kernel_size: int = 7  # the convolution's taps (lightweight/dynamic); attn_dropout drops its kernel's taps
+    attention_options: dict | None = None  # the self-attention mechanism's own options: window, kv_latent_dim, ...
 
     def __post_init__(self):
-        if self.self_attention != "mha" and self.positions is not None:
+        if self.self_attention in ("lightweight", "dynamic") and self.positions is not None:
             raise ValueError(f"positions={self.positions!r} go into multi-head self-attention; a "
                              f"{self.self_attention} convolution sees positions through its window "
                              "(add absolute positions to the inputs instead)")
@@ -88,11 +97,34 @@ class _Sublayer(nn.Module):
 
 
 def _attention(cfg: BlockConfig, positions: str | None) -> nn.Module:
-    if cfg.self_attention != "mha":
+    if cfg.self_attention in ("lightweight", "dynamic"):
         cls = LightweightConv if cfg.self_attention == "lightweight" else DynamicConv
         return cls(cfg.dim, cfg.num_heads, cfg.kernel_size, weight_dropout=cfg.attn_dropout)
-    return MultiHeadAttention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, dropout_p=cfg.attn_dropout,
-                              positions=positions, fused_attn=cfg.fused_attn, t5_bidirectional=True)
+    if cfg.self_attention == "mha":
+        return MultiHeadAttention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, dropout_p=cfg.attn_dropout,
+                                  positions=positions, fused_attn=cfg.fused_attn, t5_bidirectional=True,
+                                  **(cfg.attention_options or {}))
+    return _registered(cfg, positions)
+
+
+def _registered(cfg: BlockConfig, positions: str | None) -> nn.Module:
+    """A registered sequence mechanism in the slot, given the block's options that its constructor takes."""
+    cls = _REGISTRY[cfg.self_attention].cls
+    params = inspect.signature(cls.__init__).parameters
+    takes = lambda name: name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())  # noqa: E731
+    options = dict(cfg.attention_options or {})
+    if positions is not None:
+        if takes("positions"):
+            options["positions"] = positions
+        elif positions != getattr(cls, "own_positions", None):
+            raise ValueError(f"self_attention={cfg.self_attention!r} takes no positions inside attention, got "
+                             f"positions={positions!r}; add absolute positions to the inputs instead (the "
+                             f"language model's positions='learned' or 'sinusoidal')")
+    for name, value in (("num_kv_heads", cfg.num_kv_heads), ("dropout_p", cfg.attn_dropout),
+                        ("fused_attn", cfg.fused_attn)):
+        if takes(name) and name not in options and (value is not None and (name != "dropout_p" or value > 0)):
+            options[name] = value
+    return cls(cfg.dim, cfg.num_heads, **options)
 
 
 def new_self_cache(layer: nn.Module) -> KVCache | ConvCache:

@@ -25,13 +25,13 @@ from ..config import ConfigMixin
 from ..core import validate as V
 from ..core.dropout import Dropout
 from ..core.kv_cache import KVCache
-from ..mechanisms.transformer import BlockConfig, SelfAttentionBlock
+from ..mechanisms.transformer import SELF_ATTENTION, BlockConfig, SelfAttentionBlock, new_self_cache
 from ..positions import LearnedPositions, SinusoidalPositions
 
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5", "relative")
 
 
-@V.checked(positions=V.one_of(POSITIONS))
+@V.checked(positions=V.one_of(POSITIONS), attention=V.one_of(SELF_ATTENTION))
 @dataclass
 class LMConfig(ConfigMixin):
     vocab: int  # token count
@@ -43,6 +43,8 @@ class LMConfig(ConfigMixin):
     dropout: float = 0.1  # residual/FFN/embedding dropout
     context: int = 256  # longest context trained on (and covered by absolute positions)
     positions: str = "rope"  # learned | sinusoidal | rope | alibi | t5 | relative
+    attention: str = "mha"  # the blocks' self-attention: mha, mla, linear, sliding, ... (BlockConfig.self_attention)
+    attention_options: dict | None = None  # that mechanism's own options (window=, kv_latent_dim=, num_features=)
 
 
 
@@ -61,7 +63,8 @@ class DecoderLM(nn.Module):
         else:
             self.pos = None
         block = BlockConfig(dim=c.dim, num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, ffn_dim=c.ffn_dim,
-                            dropout=c.dropout, norm_first=True, positions=None if absolute else c.positions)
+                            dropout=c.dropout, norm_first=True, positions=None if absolute else c.positions,
+                            self_attention=c.attention, attention_options=c.attention_options)
         self.blocks = nn.ModuleList(SelfAttentionBlock(block) for _ in range(c.layers))
         self.norm = nn.LayerNorm(c.dim)
         self.drop = Dropout(c.dropout)
@@ -111,7 +114,7 @@ class DecoderLM(nn.Module):
         V.check_token_ids("prompt", prompt, self.config.vocab, "(B, T0)")
         was_training = self.training
         self.eval()
-        caches = [KVCache() for _ in self.blocks]
+        caches = self.new_caches()
         context = prompt[:, -self.config.context:]
         out = [prompt]
         logits, _ = self(context, caches)
@@ -119,13 +122,17 @@ class DecoderLM(nn.Module):
             nxt = sample_next(logits[:, -1].float(), temperature, top_k, top_p, generator)  # (B, 1)
             out.append(nxt)
             if len(caches[0]) >= self.config.context:  # window full: start again from the last tokens
-                caches = [KVCache() for _ in self.blocks]
+                caches = self.new_caches()
                 context = torch.cat(out, 1)[:, -self.config.context + 1:]
                 logits, _ = self(context, caches)
             else:
                 logits, _ = self(nxt, caches)
         self.train(was_training)
         return torch.cat(out, 1)
+
+    def new_caches(self) -> list:
+        """One decoding cache per block, of the kind its attention keeps (KVCache, LinearState, RollingKVCache)."""
+        return [new_self_cache(block.self_attn) for block in self.blocks]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -4,8 +4,10 @@
   tiny-Shakespeare format, split by play with a seed), or any UTF-8 text file
   (``--data corpus.txt``: its first 90% for training, the next 5% dev, the last
   5% test; the dev and test text are copied into the run directory);
-* model: :class:`~attnzoo.models.lm.DecoderLM` (``--attention mha|gqa|mqa``,
-  ``--set positions=rope|alibi|...``);
+* model: :class:`~attnzoo.models.lm.DecoderLM` (``--attention mha|gqa|mqa|mla|gated|sink|softcap|sigmoid|
+  differential|sliding|linear|performer``, ``--set positions=rope|alibi|...``, ``--set context=1024``, the
+  mechanism's own options as ``--set attention_options='{"window": 256}'``; linear and performer take learned
+  absolute positions);
 * metric: bits per character on the test plays (lower is better), computed
   over consecutive windows of ``context`` characters, each predicted from the
   characters before it inside its window.
@@ -35,7 +37,11 @@ from ..training.options import Flag, TrainOptions, option
 from ..training.trainer import autocast
 from .base import Command, Map, Task, Training
 
-ATTENTION = ("mha", "gqa", "mqa")
+#: the slot's choices: multi-head sharing (mha, gqa, mqa), the modern variants and the linear and sparse families
+ATTENTION = ("mha", "gqa", "mqa", "mla", "gated", "sink", "softcap", "sigmoid", "differential", "sliding", "linear",
+             "performer")
+#: mechanisms that take no positions inside attention: the lm adds learned absolute ones unless told otherwise
+NO_INNER_POSITIONS = ("linear", "performer")
 DEFAULT_MINUTES = 8.0
 # measured on 2 cores: 3.6 epochs in 30 minutes is far from overfitting, so no dropout and a high peak lr
 LM_MODEL_DEFAULTS = dict(dim=256, num_heads=4, layers=4, dropout=0.0, context=128, positions="rope")
@@ -47,6 +53,8 @@ class LMTaskConfig(TrainOptions):
     dev_eval_chars: int = 50_000  # dev characters scored at each periodic evaluation
     model: str = "transformer"
     sample_chars: int = 500  # length of the report's generated sample
+    context: int | None = option(None, "characters the model reads at once (the model's context option; default "
+                                 "128): 1024 and more for the long-context comparisons", metavar="N")
     data: str | None = option(None, "your own data: any UTF-8 text instead of the Shakespeare plays (its first 90% "
                               "trains, the next 5% is dev, the last 5% test)", metavar="FILE")
 
@@ -57,6 +65,8 @@ class LMTaskConfig(TrainOptions):
         V.check_choice("model", self.model, ("transformer",))
         super().__post_init__()
         V.check_positive("dev_eval_chars", self.dev_eval_chars)
+        if self.context is not None:
+            V.SIZE.check("context", self.context)
         if self.data:  # absolute: a resumed run reads it from anywhere
             self.data = str(Path(self.data).resolve())
 
@@ -69,6 +79,10 @@ def check_model(attention: str, options: dict | None) -> None:
 def build_model(vocab: int, attention: str, overrides: dict | None) -> DecoderLM:
     check_model(attention, overrides)
     options = kv_heads_for(attention, {**LM_MODEL_DEFAULTS, **(overrides or {})}, LM_MODEL_DEFAULTS["num_heads"])
+    if attention not in ("mha", "gqa", "mqa"):  # gqa/mqa: an mha with fewer key/value heads (num_kv_heads)
+        options["attention"] = attention
+        if attention in NO_INNER_POSITIONS and "positions" not in (overrides or {}):
+            options["positions"] = "learned"
     return DecoderLM(LMConfig(vocab=vocab, **options))
 
 
@@ -89,6 +103,16 @@ def evaluate_bpc(model: DecoderLM, ids: torch.Tensor, device, batch_size: int = 
         total += model.loss(batch).item() * n
         count += n
     return bits_per_character(total / max(count, 1))
+
+
+def with_context(cfg: LMTaskConfig, overrides: dict | None) -> dict | None:
+    """The model options with --context folded in (it is the model's ``context``; --set context=N says the same)."""
+    if cfg.context is None:
+        return overrides
+    given = (overrides or {}).get("context")
+    if given is not None and given != cfg.context:
+        raise ValueError(f"--context {cfg.context} and --set context={given} disagree; give one of them")
+    return {**(overrides or {}), "context": cfg.context}
 
 
 def context_of(overrides: dict | None) -> int:
@@ -222,10 +246,10 @@ class LanguageModelling(Task):
             read_text(cfg.data)
 
     def check_inputs(self, cfg: LMTaskConfig, overrides: dict | None) -> None:
-        """The data, and a --data file long enough for the model's context (a --set option)."""
+        """The data, and a --data file long enough for the model's context (--context, or a --set option)."""
         self.check_data(cfg)
         if cfg.data:
-            check_text(cfg.data, overrides)
+            check_text(cfg.data, with_context(cfg, overrides))
 
     def check_eval_data(self, config: dict) -> None:
         """The plays, unless the run was trained on a --data file: it keeps its held-out text (dev.txt, test.txt)."""
@@ -248,6 +272,7 @@ class LanguageModelling(Task):
         return out
 
     def build(self, cfg, data: LMData, attention, overrides) -> DecoderLM:
+        overrides = with_context(cfg, overrides)
         if not data.split.plays:  # your own text: each part must hold a window of the model's context
             s = data.split
             text_split(data.name, context_of(overrides), s.train + s.dev + s.test)

@@ -133,8 +133,8 @@ def test_the_sliding_cache_stays_flat_in_the_sequence_length():
     x = x_input(L_=40).detach()
     for t in range(40):
         m(x[:, t:t + 1], is_causal=True, cache=cache)
-        assert len(cache) <= m.window + m.global_tokens
-    assert cache.position == 40
+        assert cache.length <= m.window + m.global_tokens
+    assert cache.position == len(cache) == 40
 
 
 def test_streaming_llm_rolling_cache_on_plain_mha_equals_the_sink_plus_window_pattern():

@@ -529,6 +529,7 @@ EXEMPT = {
     "attnzoo.mechanisms.linear.LinearState.index_select_": "a decoding state: reordered in place by design",
     "attnzoo.mechanisms.linear.LinearAttention.new_cache": "makes an empty state, takes nothing",
     "attnzoo.mechanisms.linear.Performer.redraw": "redraws the layer's own buffer, takes nothing",
+    "attnzoo.models.lm.DecoderLM.new_caches": "makes empty caches, takes nothing",
     "attnzoo.mechanisms.differential.DifferentialAttention.lambda_": "reads the layer's parameters, takes nothing",
     "attnzoo.mechanisms.differential.DifferentialAttention.new_cache": "makes an empty cache, takes nothing",
     "attnzoo.mechanisms.multihead.MultiHeadLatentAttention.new_cache": "makes an empty cache, takes nothing",
