@@ -56,3 +56,24 @@ def test_targets_are_checked_only_on_their_devices(monkeypatch):
     monkeypatch.setattr(catalog, "cases", lambda: [case(("cuda",))])
     (row,) = bench.run(["toy"], reps=1, memory=False, log=lambda *_: None)["cases"]
     assert row["targets"] == []
+
+
+def test_targets_at_one_size_and_a_contender_that_cannot_run_a_size(monkeypatch):
+    """A scaling case states its bound at one size only; a factory refusing a size is skipped with its reason."""
+    from attnzoo.bench.contenders import NotAtThisSize
+
+    def factory(size, device):
+        return lambda: None
+
+    def too_big(size, device):
+        if size["n"] > 1:
+            raise NotAtThisSize("n > 1: too big for the materialised path")
+        return lambda: None
+
+    toy = bench.Case("toy", "a no-op", [{"n": 1}, {"n": 2}], [{"n": 1}],
+                     {"ours": factory, "peer": factory, "eager": too_big},
+                     targets=[("peer", "speed", 1e-9)], targets_at=lambda s: s["n"] == 2)
+    monkeypatch.setattr(catalog, "cases", lambda: [toy])
+    small, large = bench.run(["toy"], reps=1, memory=False, log=lambda *_: None)["cases"]
+    assert small["targets"] == [] and [t["met"] for t in large["targets"]] == [True]
+    assert "eager" in small["contenders"] and large["skipped"] == {"eager": "n > 1: too big for the materialised path"}

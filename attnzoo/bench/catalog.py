@@ -19,6 +19,13 @@ from .contenders import (
     mha_train_contenders,
     weights_contenders,
 )
+from .modern import (
+    linear_contenders,
+    linear_decode_contenders,
+    mla_decode_contenders,
+    sliding_contenders,
+    stage_contenders,
+)
 
 
 @dataclass
@@ -35,6 +42,8 @@ class Case:
     targets: list[tuple[str, str, float]] = field(default_factory=list)
     #: device types the targets are for (a CPU-only speed-up has none on CUDA, where both sides run one kernel)
     targets_on: tuple[str, ...] = ("cpu", "cuda")
+    #: the sizes the targets are for (None: every size); a scaling case states its bound at one size
+    targets_at: Callable[[dict], bool] | None = None
 
 
 def _mha_flops(size: dict, train: bool = True) -> float:
@@ -83,4 +92,37 @@ def cases() -> list[Case]:
         Case("decode", "greedy decoding of an LM up to its full context: the last `new` tokens, prefix already read",
              [dict(dim=256, H=4, layers=4, context=1024, new=16)], [dict(dim=64, H=4, layers=2, context=128, new=8)],
              decode_contenders(), targets=[("full recomputation per token", "speed", 5.0)]),
+        *modern_cases(),
+    ]
+
+
+def modern_cases() -> list[Case]:
+    """Linear, sliding-window and latent attention where their costs grow differently; the stage variants
+    against x-transformers'."""
+    heads = dict(B=1, H=8, d=64)
+    layer = dict(B=1, H=8, d=64, N=2048)
+    return [
+        Case("linear-train", "causal attention on shared heads (d = 64, 8 heads), forward+backward, float32",
+             [dict(heads, N=n) for n in (512, 2048, 8192, 16384)], [dict(heads, N=256)], linear_contenders(),
+             targets=[("SDPA flash (causal softmax)", "speed", 3.0)], targets_at=lambda s: s["N"] == 8192),
+        Case("linear-decode", "decoding 16 tokens after a prefix of `context`, one layer of width 512",
+             [dict(H=8, d=64, context=c, new=16) for c in (512, 2048, 8192)], [dict(H=8, d=64, context=64, new=4)],
+             linear_decode_contenders()),
+        Case("sliding-train", "causal sliding-window attention (window w) on shared heads, forward+backward",
+             [dict(heads, N=n, w=256) for n in (2048, 4096, 8192, 16384)], [dict(heads, N=512, w=64)],
+             sliding_contenders(), targets=[("SDPA with a materialised window mask", "speed", 5.0)],
+             targets_at=lambda s: s["N"] == 16384),
+        Case("mla-decode", "decoding 16 tokens after a prefix of `context`, one layer of width 512",
+             [dict(H=8, d=64, context=c, new=16) for c in (2048, 8192)], [dict(H=8, d=64, context=64, new=4)],
+             mla_decode_contenders()),
+        Case("sink-train", "causal self-attention with a learned sink logit per head, forward+backward",
+             [layer], [dict(layer, N=128)], stage_contenders("sink", {}, {"head_learned_sink": True})),
+        Case("softcap-train", "causal self-attention with logits soft-capped at 50, forward+backward",
+             [layer], [dict(layer, N=128)],
+             stage_contenders("softcap", {}, {"softclamp_logits": True, "logit_softclamp_value": 50.0})),
+        Case("mla-train", "causal multi-head latent attention (latent 128), forward+backward",
+             [layer], [dict(layer, N=128)],
+             stage_contenders("mla", {"kv_latent_dim": 128}, {"use_latent_kv": True, "dim_latent_kv": 128})),
+        Case("gated-train", "causal self-attention with a sigmoid output gate per head and channel, forward+backward",
+             [layer], [dict(layer, N=128)], stage_contenders("gated", {}, {"output_gate": True})),
     ]

@@ -26,6 +26,10 @@ from ..models import DecoderLM, LMConfig
 from ..positions.alibi import ALiBi
 
 Step = Callable[[], None]
+
+
+class NotAtThisSize(Exception):
+    """Raised by a factory for a size it cannot run (a materialised N x N path past memory): skipped, with why."""
 #: a contender: (size, device) -> a function running one repetition
 Factory = Callable[[dict, str], Step]
 

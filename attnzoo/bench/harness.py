@@ -20,7 +20,7 @@ import torch
 
 from . import catalog
 from .catalog import Case
-from .contenders import Factory, Step
+from .contenders import Factory, NotAtThisSize, Step
 from .report import format_row, machine
 
 
@@ -107,7 +107,8 @@ def run(names: list[str] | None = None, quick: bool = False, device: str = "cpu"
             row = _measure(case, size, device, threads, reps, memory)
             ours_name = next(iter(case.contenders))
             _add_ratios(row, ours_name)
-            checked = not quick and device.split(":")[0] in case.targets_on  # targets: full sizes, their devices
+            checked = not quick and device.split(":")[0] in case.targets_on and \
+                (case.targets_at is None or case.targets_at(size))  # targets: full sizes, their devices
             row["targets"].extend(_check_targets(case.targets if checked else [], row))
             results["cases"].append(row)
             log(format_row(row, ours_name))
@@ -123,6 +124,8 @@ def _measure(case: Case, size: dict, device: str, threads: int, reps: int, memor
             steps[name] = factory(size, device)
         except ImportError as e:
             skipped[name] = f"not installed ({e.name})"
+        except NotAtThisSize as e:
+            skipped[name] = str(e)
     times = _time(steps, reps, device)
     row = {"case": case.name, "what": case.what, "size": size, "contenders": {}, "skipped": skipped,
            "targets": []}

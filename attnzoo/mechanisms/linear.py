@@ -93,6 +93,14 @@ def causal_linear(fq: Tensor, fk: Tensor, v: Tensor, chunk: int, state: LinearSt
     return num, den, kv_prev[:, :, n], z_prev[:, :, n]
 
 
+def causal_linear_attention(fq: Tensor, fk: Tensor, v: Tensor, chunk: int = 128) -> Tensor:
+    """Causal linear attention from features: fq, fk (B, H, L, F) > 0 and v (B, H, L, E) -> (B, H, L, E), by
+    :func:`causal_linear`'s chunks (each query's features scaled to a max of one first: the ratio is unchanged)."""
+    fq = fq / fq.amax(-1, keepdim=True).detach().clamp_min(torch.finfo(fq.dtype).tiny)
+    num, den, _, _ = causal_linear(fq, fk, v, chunk)
+    return _divide(num, den)
+
+
 @register("linear", family="linear", paper="Katharopoulos et al. 2020, Transformers are RNNs: Fast "
                                             "Autoregressive Transformers with Linear Attention")
 class LinearAttention(nn.Module):
