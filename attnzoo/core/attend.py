@@ -29,7 +29,9 @@ Backends
            it (but ``chunked`` when sdpa would need a materialised ``score_mod``
            bias larger than the device's budget, and ``eager`` for bfloat16 on the CPU
            with at most ``CPU_BF16_EAGER_KEYS`` keys); with ``need_weights=True``, ``tiled`` for all but tiny calls
-           on CPU; else ``chunked`` when the (B, H, L, S) scores would exceed the budget; else ``eager``.
+           on CPU; else ``chunked`` when the (B, H, L, S) scores would exceed the budget or, on the CPU, rows
+           have ``CHUNKED_AUTO_KEYS`` keys or more; else ``eager``. A ``mask_mod`` that leaves most blocks
+           out sends the call to ``chunked``, which skips them.
            The budget (:func:`materialise_budget`) is ``CHUNKED_AUTO_BYTES`` on CPU, where blocks that stay
            in cache win; on CUDA it is a share of the GPU's memory, and ``tiled`` is taken only past it:
            there one materialised kernel beats Python-level blocks by 3-25x (H100, ``benchmarks/``).
@@ -71,6 +73,10 @@ TILED_AUTO_PAIRS = 2 ** 16
 #: PyTorch's bfloat16 CPU flash kernel is 1.6-13x slower than materialised scores there (fp32 and fp16 are not;
 #: measured on a 2-core AVX512-BF16 EPYC, benchmarks/README.md "The Transformer on g2p, faster")
 CPU_BF16_EAGER_KEYS = 128
+#: on the CPU, a dot-product call the fused kernel cannot run (a sink, a soft-cap, sigmoid) takes the chunked
+#: backend from this many keys: forward+backward 2.9x (sink) and 2.2x (softcap) faster than eager at N = 512,
+#: slower below 256 (2-core Xeon, 8 heads of 64)
+CHUNKED_AUTO_KEYS = 512
 
 
 @dataclass
@@ -154,7 +160,9 @@ def choose_backend(backend: str, score: Score, normalize: str, need_weights: boo
                     tiled_unsupported_reason(normalize, dropout_p, sink) is None:
                 return "tiled"
             return "eager"
-        if big and chunked_unsupported_reason(normalize, need_weights, dropout_p) is None:
+        long_rows = grid is not None and grid[3] >= CHUNKED_AUTO_KEYS and device is not None and \
+            device.type == "cpu" and type(score).dot_form is not Score.dot_form  # a dot product with a stage
+        if (big or long_rows) and chunked_unsupported_reason(normalize, need_weights, dropout_p) is None:
             return "chunked"
         return "eager"
     why = {"sdpa": reason,
@@ -325,7 +333,13 @@ def _sdpa(score, q, k, v, mask, bias, score_mod, dropout_p, query_offset=0) -> A
             attn_mask = attn_mask.masked_fill(~mask, float("-inf"))
     else:
         attn_mask = mask
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
+    E = v.shape[-1]
+    if q.device.type == "cpu" and E < q.shape[-1]:
+        # PyTorch's CPU flash kernel needs v's head size to equal q's; otherwise it falls back to the math kernel,
+        # which materialises the (B, H, L, S) matrices: zero columns on v keep the flash kernel (3.4x faster,
+        # MLA's 96-wide keys over 64-wide values at N = 2048, 2-core Xeon)
+        v = F.pad(v, (0, q.shape[-1] - E))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)[..., :E]
     if row_open is not None:
         out = out * row_open.to(out.dtype)
     return AttentionOutput(out, None)

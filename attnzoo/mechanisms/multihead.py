@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from ..core import validate as V
 from ..core.attend import AttentionOutput, attend
 from ..core.kv_cache import KVCache, RollingKVCache
+from ..core.masks import causal_mask
 from ..core.scores import SoftCap, compose_score_mods
 from ..positions import ALiBi, RelativePositions, RotaryPositions, T5RelativeBias
 from .registry import register
@@ -385,9 +386,19 @@ class MultiHeadLatentAttention(nn.Module):
         if cache is not None if absorb is None else absorb:
             w_uk = self.k_up.weight.view(H, D, -1)  # (H, D, C)
             q_lat = torch.einsum("bhld,hdc->bhlc", q_c, w_uk)  # (B, H, L, C): W_UK^T q
-            out = attend(torch.cat([q_lat, q_r], -1), torch.cat([latent, k_r], -1), latent, **kw)  # one K/V head
+            # one key/value head shared by all: the heads become query rows, (B, 1, H L, C + R), so nothing of
+            # the S cached latents is repeated per head; the causal mask goes with each row's position
+            rows = torch.cat([q_lat, q_r], -1).reshape(B, 1, H * L, -1)
+            allowed = causal_mask(L, S, x.device, query_offset=offset) if is_causal else None  # (L, S)
+            if mask is not None:
+                allowed = mask if allowed is None else mask & allowed
+            if allowed is not None:
+                allowed = allowed.expand(B, H, L, S).reshape(B, 1, H * L, S)
+            out = attend(rows, torch.cat([latent, k_r], -1), latent, **dict(kw, mask=allowed, is_causal=False))
             w_uv = self.v_up.weight.view(H, D, -1)  # (H, D, C)
-            heads = torch.einsum("bhlc,hdc->bhld", out.output, w_uv)  # (B, H, L, D): W_UV after the sum
+            lat = out.output.view(B, H, L, -1)  # (B, H, L, C): each head's weighted sum of latents
+            heads = torch.einsum("bhlc,hdc->bhld", lat, w_uv)  # (B, H, L, D): W_UV after the sum
+            out = AttentionOutput(out.output, None if out.weights is None else out.weights.view(B, H, L, S))
         else:
             k_c = self.k_up(latent.squeeze(1)).view(B, S, H, D).transpose(1, 2)  # (B, H, S, D)
             v = self.v_up(latent.squeeze(1)).view(B, S, H, D).transpose(1, 2)  # (B, H, S, D)
