@@ -117,3 +117,15 @@ def test_translate_train_translate_show_eval_end_to_end(tmp_path):
     assert r.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", r.stderr
     r = run("eval", str(out), "--beam", "2")
     assert r.returncode == 0 and f"BLEU {metrics['test']['bleu']:.2f}" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_every_tasks_help_prints(command, capsys):
+    """--help of every task's train and compare (argparse %-formats help text: a bare "90%" once crashed it)."""
+    from attnzoo.tasks import TASKS
+
+    for task in TASKS:
+        with pytest.raises(SystemExit) as stop:
+            main([command, task, "--help"])
+        assert stop.value.code == 0, task
+        assert "--minutes" in capsys.readouterr().out, task

@@ -92,8 +92,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, owner: s
         default = config_cls.__dataclass_fields__[name].default
         kind = _type_of(config_cls, name)
         helptext = argparse.SUPPRESS if meta.hidden else (
-            meta.help + ("" if default is None or isinstance(default, bool) or name in ("minutes", "epochs")
-                         else f" (default: {default})"))
+            meta.help.replace("%", "%%")  # argparse %-formats help: "90%" would crash --help
+            + ("" if default is None or isinstance(default, bool) or name in ("minutes", "epochs")
+               else f" (default: {default})"))
         target = budget if name in ("minutes", "epochs") else parser
         if kind is bool:
             target.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=helptext)
