@@ -281,6 +281,8 @@ class LMSplit:
     dev: str
     test: str
     plays: dict[str, list[str]] = field(default_factory=dict)
+    #: where each training document (play) starts in ``train``: the boundaries a packed batch masks
+    train_starts: list[int] = field(default_factory=lambda: [0])
 
 
 def _join(texts: dict[str, str], names: list[str]) -> str:
@@ -315,7 +317,17 @@ def make_split(seed: int = 0, dev_plays: int = 2, test_plays: int = 2) -> LMSpli
         dev=_join(texts, dev),
         test=_join(texts, test),
         plays={"train": train, "dev": dev, "test": test},
+        train_starts=_starts(texts, train),
     )
+
+
+def _starts(texts: dict[str, str], names: list[str]) -> list[int]:
+    """Offsets of each play in ``_join(texts, names)`` (plays joined by one newline)."""
+    starts, at = [], 0
+    for name in names:
+        starts.append(at)
+        at += len(texts[name]) + 1
+    return starts
 
 
 __all__ = [

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from ..core import validate as V
 from ..core.attend import AttentionOutput, attend
 from ..core.kv_cache import KVCache, RollingKVCache
-from ..core.masks import causal_mask
+from ..core.masks import and_masks, causal_mask
 from ..core.scores import SoftCap, compose_score_mods
 from ..positions import ALiBi, RelativePositions, RotaryPositions, T5RelativeBias
 from .registry import register
@@ -130,7 +130,7 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: Tensor, key: Tensor | None = None, value: Tensor | None = None, *,
                 key_mask: Tensor | None = None, mask: Tensor | None = None, is_causal: bool = False,
-                need_weights: bool = False, cache: KVCache | None = None) -> AttentionOutput:
+                need_weights: bool = False, cache: KVCache | None = None, mask_mod=None) -> AttentionOutput:
         """Self-attention ``mha(x)`` or cross-attention ``mha(x, key=memory, value=memory)``.
 
         Args:
@@ -140,6 +140,8 @@ class MultiHeadAttention(nn.Module):
             mask: boolean broadcastable to (B, H, L, S), e.g. an (L, S) attention pattern.
             is_causal: block future keys (queries are the newest positions when a cache is used).
             need_weights: return (B, H, L, S) per-head weights (runs the eager path).
+            mask_mod: ``mask_mod(b, h, q_idx, kv_idx)`` over absolute positions, with the layer's own pattern
+                (e.g. :func:`attnzoo.core.masks.document` for a packed batch).
             cache: a caller-owned :class:`KVCache`; self-attention appends to it, cross-attention
                 stores the projected memory on the first call and reuses it after (later calls
                 may then pass key=None).
@@ -201,7 +203,8 @@ class MultiHeadAttention(nn.Module):
             km = key_mask[:, None, None, :]  # (B, 1, 1, S)
             mask = km if mask is None else mask & km
         bias = self.relative.bias(q, S, offset) if self.relative is not None and not cross else None
-        mask_mod = self.mask_mod(cross)
+        own = self.mask_mod(cross)
+        mask_mod = own if mask_mod is None else (mask_mod if own is None else and_masks(own, mask_mod))
         if isinstance(cache, RollingKVCache):  # kept keys are not at positions 0..S-1: mask by their positions
             mask, mask_mod, is_causal = self._rolling_mask(cache, q.shape[2], offset, mask, is_causal), None, False
         out = attend(q, k, v, score="scaled_dot", mask=mask, bias=bias, score_mod=self._score_mods[int(cross)],

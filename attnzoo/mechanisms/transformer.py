@@ -153,14 +153,25 @@ class SelfAttentionBlock(nn.Module):
         self.ffn_sub = _Sublayer(cfg.dim, cfg.dropout, cfg.norm_first)
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None, need_weights: bool = False, *,
-                is_causal: bool = False, cache: KVCache | ConvCache | None = None) -> BlockOutput:
+                is_causal: bool = False, cache: KVCache | ConvCache | None = None, mask_mod=None) -> BlockOutput:
+        """``mask_mod``: a FlexAttention-style mask over absolute positions (a packed batch's documents)."""
+        extra = {} if mask_mod is None else {"mask_mod": _check_mask_mod_slot(self.self_attn, mask_mod)}
         x, w = self.attn_sub(x, lambda h: tuple(self.self_attn(h, key_mask=key_mask, need_weights=need_weights,
-                                                               is_causal=is_causal, cache=cache)))
+                                                               is_causal=is_causal, cache=cache, **extra)))
         x, _ = self.ffn_sub(x, lambda h: (self.ffn(h), None))
         return BlockOutput(x, {"self": w} if w is not None else {})
 
 
 EncoderBlock = SelfAttentionBlock
+
+
+def _check_mask_mod_slot(layer: nn.Module, mask_mod):
+    if "mask_mod" not in inspect.signature(layer.forward).parameters:
+        raise ValueError(f"a mask_mod (a packed batch's document mask) needs softmax attention over positions; "
+                         f"{type(layer).__name__} does not take one (linear attention's running sums, "
+                         f"MLA's and differential attention's layers, the convolutions); use mha, gqa, mqa, "
+                         f"gated, sink, softcap, sigmoid or sliding")
+    return mask_mod
 
 
 class DecoderBlock(nn.Module):

@@ -25,6 +25,7 @@ from ..config import ConfigMixin
 from ..core import validate as V
 from ..core.dropout import Dropout
 from ..core.kv_cache import KVCache
+from ..core.masks import document
 from ..mechanisms.transformer import SELF_ATTENTION, BlockConfig, SelfAttentionBlock, new_self_cache
 from ..positions import LearnedPositions, SinusoidalPositions
 
@@ -71,8 +72,9 @@ class DecoderLM(nn.Module):
         nn.init.normal_(self.embed.weight, std=0.02)
 
     def forward(self, tokens: Tensor, caches: list[KVCache] | None = None,
-                need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
-        """tokens (B, T) -> logits (B, T, V) and, if asked, per-layer (B, H, T, S) weights."""
+                need_weights: bool = False, doc_ids: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """tokens (B, T) -> logits (B, T, V) and, if asked, per-layer (B, H, T, S) weights; ``doc_ids`` (B, T):
+        a packed batch's document of each position (no position attends across documents)."""
         V.check_tensor("tokens", tokens)
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape (B, T), got {V.fmt_shape(tokens.shape)}")
@@ -92,17 +94,26 @@ class DecoderLM(nn.Module):
             x = self.pos(x, offset)
         x = self.drop(x)
         weights = []
+        mask_mod = None if doc_ids is None else document(_check_doc_ids(doc_ids, tokens, caches))
         for i, block in enumerate(self.blocks):
-            out = block(x, need_weights=need_weights, is_causal=True, cache=None if caches is None else caches[i])
+            out = block(x, need_weights=need_weights, is_causal=True, cache=None if caches is None else caches[i],
+                        mask_mod=mask_mod)
             x = out.output
             if need_weights:
                 weights.append(out.weights["self"])
         return self.norm(x) @ self.embed.weight.t(), weights  # (B, T, V)
 
-    def loss(self, tokens: Tensor) -> Tensor:
-        """Next-character cross-entropy in nats over tokens (B, T+1)."""
-        logits, _ = self(tokens[:, :-1])
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1))
+    def loss(self, tokens: Tensor, doc_ids: Tensor | None = None) -> Tensor:
+        """Next-character cross-entropy in nats over tokens (B, T+1); with ``doc_ids`` (B, T+1) a packed batch:
+        no position attends across a document boundary, and the first character of a document, which nothing
+        before it in its document predicts, is not scored."""
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        if doc_ids is not None:
+            _check_doc_ids(doc_ids, tokens, None)
+            targets = targets.masked_fill(doc_ids[:, 1:] != doc_ids[:, :-1], -100)  # ignore_index
+            doc_ids = doc_ids[:, :-1]
+        logits, _ = self(inputs, doc_ids=doc_ids)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
     @torch.no_grad()
     @V.checked(max_new_tokens=V.COUNT, temperature=V.NONNEGATIVE, top_p=V.MASS)
@@ -136,6 +147,16 @@ class DecoderLM(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _check_doc_ids(doc_ids: Tensor, tokens: Tensor, caches) -> Tensor:
+    V.check_tensor("doc_ids", doc_ids)
+    if caches is not None:
+        raise ValueError("doc_ids (a packed training batch) with caches: decode one document at a time instead")
+    if tuple(doc_ids.shape) != tuple(tokens.shape) or torch.is_floating_point(doc_ids):
+        raise ValueError(f"doc_ids must be integer document ids of the tokens' shape {V.fmt_shape(tokens.shape)}, "
+                         f"got {doc_ids.dtype} {V.fmt_shape(doc_ids.shape)}")
+    return doc_ids
 
 
 @V.checked(temperature=V.NONNEGATIVE, top_p=V.MASS)

@@ -20,6 +20,7 @@ the usual run directory; ``generate(DIR, prompt)`` continues a text
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -53,6 +54,9 @@ class LMTaskConfig(TrainOptions):
     dev_eval_chars: int = 50_000  # dev characters scored at each periodic evaluation
     model: str = "transformer"
     sample_chars: int = 500  # length of the report's generated sample
+    packed: bool = option(False, "train on packed batches: windows cut across documents (plays, or your text's "
+                          "paragraphs between blank lines) with a document mask, so no character attends across a "
+                          "boundary and no document's first character is scored")
     context: int | None = option(None, "characters the model reads at once (the model's context option; default "
                                  "128): 1024 and more for the long-context comparisons", metavar="N")
     data: str | None = option(None, "your own data: any UTF-8 text instead of the Shakespeare plays (its first 90% "
@@ -177,6 +181,7 @@ class LMData:
     test_ids: torch.Tensor
     name: str = "the plays"  # the text's name in messages: the --data file, or "the text" given in Python
     path: str | None = None  # config.json's data.path of a text run: the --data file resolved, None if given
+    train_docs: torch.Tensor | None = None  # with --packed: each training character's document (play, paragraph)
 
 
 def make_data(cfg: LMTaskConfig, text: str | None = None) -> LMData:
@@ -191,10 +196,26 @@ def make_data(cfg: LMTaskConfig, text: str | None = None) -> LMData:
         split = make_split(seed=cfg.seed)
     vocab = CharVocab(split.train)
     ids = [torch.tensor(vocab.encode(getattr(split, part)), dtype=torch.long) for part in ("train", "dev", "test")]
+    starts = split.train_starts if not own else paragraph_starts(split.train)
+    docs = document_ids(starts, len(split.train)) if cfg.packed else None
     if not own:
-        return LMData(split, vocab, *ids)
+        return LMData(split, vocab, *ids, train_docs=docs)
     return LMData(split, vocab, *ids, name=cfg.data or "the text",
-                  path=str(Path(cfg.data).resolve()) if cfg.data else None)
+                  path=str(Path(cfg.data).resolve()) if cfg.data else None, train_docs=docs)
+
+
+def paragraph_starts(text: str) -> list[int]:
+    """Where each paragraph (text between blank lines) of a user's text starts: its documents when packed."""
+    starts = [0] + [m.end() for m in re.finditer(r"\n[ \t]*\n(?=[^\n])", text)]
+    return sorted(set(starts))
+
+
+def document_ids(starts: list[int], length: int) -> torch.Tensor:
+    """(length,) document number of each character, from the documents' start offsets."""
+    marks = torch.zeros(length, dtype=torch.long)
+    inside = [s for s in starts if 0 < s < length]
+    marks[inside] = 1
+    return marks.cumsum(0)
 
 
 def _generate_arguments(parser) -> None:
@@ -293,15 +314,25 @@ class LanguageModelling(Task):
         context, train_ids, device = lm.model.config.context, data.train_ids, lm.device
         steps_per_epoch = max(1, len(train_ids) // (cfg.batch_size * context))
 
+        docs = data.train_docs
+
         def batches(epoch):
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
             for _ in range(steps_per_epoch):
-                starts = torch.randint(0, len(train_ids) - context - 1, (cfg.batch_size,), generator=g)
-                yield torch.stack([train_ids[s: s + context + 1] for s in starts.tolist()])  # (B, context + 1)
+                starts = torch.randint(0, len(train_ids) - context - 1, (cfg.batch_size,), generator=g).tolist()
+                tokens = torch.stack([train_ids[s: s + context + 1] for s in starts])  # (B, context + 1)
+                if docs is None:
+                    yield tokens
+                else:  # a packed batch: each window's documents, numbered from 0 within the window
+                    ids = torch.stack([docs[s: s + context + 1] for s in starts])
+                    yield torch.stack([tokens, ids - ids[:, :1]])  # (2, B, context + 1)
 
         def loss(m, batch):
             batch = batch.to(device)
-            return m.loss(batch), batch[:, 1:].numel()
+            if docs is None:
+                return m.loss(batch), batch[:, 1:].numel()
+            tokens, ids = batch
+            return m.loss(tokens, ids), int((ids[:, 1:] == ids[:, :-1]).sum())
 
         dev_sample = data.dev_ids[: cfg.dev_eval_chars + 1]
         return Training(batches=batches, steps_per_epoch=steps_per_epoch, loss=loss,

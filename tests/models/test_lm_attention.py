@@ -53,3 +53,37 @@ def test_the_context_option_is_the_models_context():
         with_context(cfg, {"context": 256})
     with pytest.raises(ValueError, match="context must be a positive int"):
         LMTaskConfig(context=0)
+
+
+def test_a_packed_batch_equals_each_document_alone():
+    """With doc_ids, every position's logits are those of its document run alone (rope: relative positions), and
+    the loss scores every character but each document's first."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    lm = build_model(20, "mha", SMALL).double().eval()
+    tokens = torch.randint(0, 20, (1, 31))
+    ids = torch.tensor([[0] * 12 + [1] * 19])
+    packed, _ = lm(tokens[:, :30], doc_ids=ids[:, :30])
+    first, _ = lm(tokens[:, :12])
+    second, _ = lm(tokens[:, 12:30])
+    torch.testing.assert_close(packed, torch.cat([first, second], 1), atol=1e-12, rtol=1e-10)
+    logits_a, _ = lm(tokens[:, :11])
+    logits_b, _ = lm(tokens[:, 12:30])
+    per_doc = torch.cat([F.cross_entropy(logits_a[0], tokens[0, 1:12], reduction="none"),
+                         F.cross_entropy(logits_b[0], tokens[0, 13:31], reduction="none")])
+    torch.testing.assert_close(lm.loss(tokens, ids), per_doc.mean().float(), atol=1e-6, rtol=1e-6)
+
+
+def test_packed_training_batches_and_documents():
+    from attnzoo.tasks.lm import document_ids, paragraph_starts
+
+    text = "a b\n\nc d\n \nef\n"
+    starts = paragraph_starts(text)
+    assert [text[s:s + 3] for s in starts] == ["a b", "c d", "ef\n"]
+    assert document_ids(starts, len(text)).tolist() == [0] * 5 + [1] * 6 + [2] * 3
+    lm = build_model(20, "linear", SMALL)
+    with pytest.raises(ValueError, match="needs softmax attention over positions; LinearAttention"):
+        lm.loss(torch.randint(0, 20, (1, 9)), torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="doc_ids must be integer document ids of the tokens' shape"):
+        build_model(20, "mha", SMALL).loss(torch.randint(0, 20, (1, 9)), torch.zeros(1, 8, dtype=torch.long))
