@@ -94,6 +94,7 @@ class Row:
     decode_unit: str | None
     runs: list[str]  # run directories, relative to the compare directory
     rank: int = 0  # 1 = best; equal means share a rank
+    train_peak_mib: float | None = None  # the largest peak memory of its seeds while training (None: not recorded)
 
     @property
     def mean(self) -> float:
@@ -243,6 +244,7 @@ def collect(plan: ComparePlan) -> list[Row]:
                         higher_is_better=bool(first["primary"]["higher_is_better"]),
                         values=[float(m["primary"]["value"]) for m in ms], params=int(first["params"]),
                         train_items_per_second=_fastest([m.get("train_items_per_second") for m in ms]),
+                        train_peak_mib=_largest([m.get("train_peak_mib") for m in ms]),
                         train_unit=first.get("train_unit"),
                         decode_items_per_second=_fastest([m.get("decode_items_per_second") for m in ms]),
                         decode_unit=first.get("decode_unit"), runs=[d.name for d in dirs]))
@@ -280,15 +282,18 @@ def board_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     r0 = rows[0]
     seeds = len(r0.values)
     decodes = _decodes(rows)
+    peaks = any(r.train_peak_mib is not None for r in rows)
     headers = ["rank", "attention", f"test {r0.primary}" + (" (mean ± std)" if seeds > 1 else ""), "params",
-               f"train {r0.train_unit or 'items'}/s"] + ([f"decode {r0.decode_unit or 'items'}/s"] if decodes else [])
+               f"train {r0.train_unit or 'items'}/s"] + ([f"decode {r0.decode_unit or 'items'}/s"] if decodes else []) \
+        + (["train peak MiB"] if peaks else [])
     cells = []
     for r in rows:
         value = format_value(r.primary, r.mean)
         if seeds > 1:
             value += f" ± {format_value(r.primary, r.std)}"
         cells.append([str(r.rank), r.attention, value, _params(r.params), _speed(r.train_items_per_second)]
-                     + ([_speed(r.decode_items_per_second)] if decodes else []))
+                     + ([_speed(r.decode_items_per_second)] if decodes else [])
+                     + ([_speed(r.train_peak_mib)] if peaks else []))
     return headers, cells
 
 
@@ -314,6 +319,11 @@ def _params(n: int) -> str:
 
 def _speed(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _largest(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
 
 
 def _fastest(values: list) -> float | None:

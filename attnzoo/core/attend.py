@@ -56,11 +56,11 @@ from torch import Tensor
 
 from . import capture as _capture
 from . import validate as V
-from .blockwise import blockwise_attention
+from .blockwise import blockwise_attention, skips_most_blocks
 from .budget import CHUNKED_AUTO_BYTES, CUDA_MATERIALISE_SHARE, materialise_budget  # noqa: F401
 from .chunked import chunked_attention
 from .dropout import dropout
-from .masks import MaskMod, _causal_mask, _index_grid, _key_spans_of, has_key_spans
+from .masks import MaskMod, _causal_mask, _index_grid
 from .normalize import NORMALIZERS, softmax
 from .scores import Score, resolve_score
 from .tiled import tiled_attention
@@ -205,10 +205,7 @@ def _run_backend(chosen: str, score: Score, qp: Tensor, kp: Tensor, v: Tensor, m
 
 
 def attend(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
+    q: Tensor, k: Tensor, v: Tensor, *,
     score: str | Score = "scaled_dot",
     mask: Tensor | None = None,
     bias: Tensor | None = None,
@@ -231,17 +228,13 @@ def attend(
         q: (B, H, L, D) or (B, L, D) queries.
         k: (B, G, S, D) or (B, S, D) keys (G divides H: grouped-query attention).
         v: (B, G, S, E) or (B, S, E) values.
-        score: "dot", "scaled_dot" or a :class:`~attnzoo.core.scores.Score` module
-            (general, additive, cosine, ...).
+        score: "dot", "scaled_dot" or a :class:`~attnzoo.core.scores.Score` module (general, additive, ...).
         mask: boolean, broadcastable to (B, H, L, S) (or (B, L, S)); True = may attend.
         bias: float, broadcastable to the scores; added before normalising.
-        score_mod: ``score_mod(score, b, h, q_idx, kv_idx) -> score`` (FlexAttention's signature), e.g.
-            ALiBi's bias or :func:`~attnzoo.core.scores.softcap`.
-        mask_mod: ``mask_mod(b, h, q_idx, kv_idx) -> bool`` (True = may attend), combined with ``mask``; the
-            chunked backend skips the key blocks it blocks (:mod:`attnzoo.core.masks`: sliding windows, global
-            tokens, documents of a packed batch), the others materialise it.
-        sink: a sink logit per head, (H,) or a scalar: one more key with a zero value, so that each row's
-            weights sum to less than one (StreamingLLM's sink, gpt-oss's learned sinks). Softmax only.
+        score_mod: ``score_mod(score, b, h, q_idx, kv_idx) -> score`` (FlexAttention's): ALiBi, softcap, ...
+        mask_mod: ``mask_mod(b, h, q_idx, kv_idx) -> bool`` (True = may attend), and-ed with ``mask``; the
+            chunked backend skips the blocks it blocks (sliding windows, documents), the others materialise it.
+        sink: (H,) or scalar sink logits: one more key with a zero value (rows sum below one). Softmax only.
         is_causal: block keys after each query (bottom-right aligned, so L < S works with a KV cache).
         normalize: "softmax", "sparsemax" or "sigmoid" (:mod:`attnzoo.core.normalize`).
         dropout_p: dropout on the weights (pass 0.0 at evaluation, as with SDPA).
@@ -275,7 +268,7 @@ def attend(
     query_offset = _query_offset(query_offset, q.shape[-2], k.shape[-2], is_causal)
     grid = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
     chosen = choose_backend(backend, score, normalize, need_weights, score_mod, dropout_p, grid, q.device, q.dtype,
-                            sink=sink is not None, sparse=_skips_most_blocks(mask_mod, grid, query_offset))
+                            sink=sink is not None, sparse=skips_most_blocks(mask_mod, grid, query_offset))
     if is_causal and chosen not in ("chunked", "tiled"):  # those build the causal mask block by block
         c = _causal_mask(q.shape[-2], k.shape[-2], q.device, query_offset)  # (L, S)
         mask = c if mask is None else mask & c
@@ -287,6 +280,11 @@ def attend(
     kp, v = _expand_kv_heads(qp, kp, v)
     out = _run_backend(chosen, score, qp, kp, v, mask, bias, score_mod, mask_mod, sink, is_causal, normalize,
                        dropout_p, need_weights, query_offset, block_size)
+    return _returned(out, three_d, recorder, asked_for_weights)
+
+
+def _returned(out: AttentionOutput, three_d: bool, recorder, asked_for_weights: bool) -> AttentionOutput:
+    """The caller's shapes back (3-D in, 3-D out); the weights to an active capture, and to the caller if asked."""
     if three_d:
         out = AttentionOutput(out.output.squeeze(1), None if out.weights is None else out.weights.squeeze(1))
     if recorder is not None:
@@ -446,21 +444,6 @@ def _check_sink(sink: object, q: Tensor, normalize: str) -> Tensor | None:
     return sink.reshape(1, -1, 1, 1)
 
 
-#: with a sparse mask_mod, backend="auto" takes the block-skipping chunked path from this many (query, key) pairs
-SPARSE_AUTO_PAIRS = 2 ** 22
-
-
-def _skips_most_blocks(mask_mod, grid: tuple[int, int, int, int], query_offset: int) -> bool:
-    """True when a mask_mod names the keys each block of 128 queries may reach and they are under half of all."""
-    B, H, L, S = grid
-    if mask_mod is None or not has_key_spans(mask_mod) or B * H * L * S < SPARSE_AUTO_PAIRS:
-        return False
-    open_pairs = 0
-    for r0 in range(0, L, 128):
-        r1 = min(L, r0 + 128)
-        spans = _key_spans_of(mask_mod, r0 + query_offset, r1 + query_offset, S)
-        open_pairs += (r1 - r0) * sum(b - a for a, b in spans)
-    return 2 * open_pairs < L * S
 
 
 def _check_score_sizes(score: Score, q: Tensor, k: Tensor, keys_projected: bool) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .masks import _key_spans_of
+from .masks import _key_spans_of, has_key_spans
 from .normalize import NORMALIZERS, softmax
 from .scores import Score
 
@@ -211,3 +211,20 @@ def _block_rows(q: Tensor, k: Tensor, mask_mod, causal: bool, query_offset: int)
     width = max(1, sum(b - a for a, b in spans))
     rows = max(32, (width - probe) // 2) if width > probe else 256
     return max(32, min(256, rows, BLOCK_BYTES // (4 * B * H * width)))
+
+
+#: with a sparse mask_mod, backend="auto" takes the block-skipping chunked path from this many (query, key) pairs
+SPARSE_AUTO_PAIRS = 2 ** 22
+
+
+def skips_most_blocks(mask_mod, grid: tuple[int, int, int, int], query_offset: int) -> bool:
+    """True when a mask_mod names the keys each block of 128 queries may reach and they are under half of all."""
+    B, H, L, S = grid
+    if mask_mod is None or not has_key_spans(mask_mod) or B * H * L * S < SPARSE_AUTO_PAIRS:
+        return False
+    open_pairs = 0
+    for r0 in range(0, L, 128):
+        r1 = min(L, r0 + 128)
+        spans = _key_spans_of(mask_mod, r0 + query_offset, r1 + query_offset, S)
+        open_pairs += (r1 - r0) * sum(b - a for a, b in spans)
+    return 2 * open_pairs < L * S

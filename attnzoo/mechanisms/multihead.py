@@ -148,28 +148,8 @@ class MultiHeadAttention(nn.Module):
         Returns:
             AttentionOutput(output (B, L, dim), weights (B, H, L, S) or None).
         """
-        V.check_tensor("x", x)
-        V.check_floating("x", x)
-        if x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"x must have shape (B, L, {self.dim}) (B, L, dim), got {V.fmt_shape(x.shape)}")
-        weight_dtype = self.q_proj.weight.dtype
-        if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"x has dtype {x.dtype} but the layer's weights are {weight_dtype}; "
-                            f"pass x.to({weight_dtype}) or convert the layer with .to({x.dtype})")
-        _check_cache(cache)
+        self._check_call(x, key, value, cache)
         cross = key is not None or (cache is not None and cache.static)  # a static cache holds a memory
-        if value is not None and key is None:
-            raise ValueError("value= was given without key=; pass both for cross-attention")
-        for name, t, proj in (("key", key, self.k_proj), ("value", value, self.v_proj)):
-            if t is None:
-                continue
-            V.check_tensor(name, t)
-            if t.dim() != 3 or t.shape[0] != x.shape[0] or t.shape[-1] != proj.in_features:
-                raise ValueError(f"{name} must have shape (B, S, {name}_dim) = ({x.shape[0]}, S, {proj.in_features}), "
-                                 f"got {V.fmt_shape(t.shape)}")
-        if key is not None and value is not None and key.shape[1] != value.shape[1]:
-            raise ValueError(f"key and value must have the same length S: key {V.fmt_shape(key.shape)}, "
-                             f"value {V.fmt_shape(value.shape)}")
         offset = 0 if cache is None or cross else cache.position  # absolute position of x[:, 0]
         if cross and cache is not None and cache.static:
             q = self._heads(self.q_proj(x), self.num_heads)  # (B, H, L, D)
@@ -217,6 +197,30 @@ class MultiHeadAttention(nn.Module):
             heads = heads * torch.sigmoid(self._heads(self.gate_proj(x), H)).to(heads.dtype)  # (B, H, L, D)
         merged = heads.transpose(1, 2).reshape(B, L, H * D)  # (B, L, H*D)
         return AttentionOutput(self.o_proj(merged), out.weights)
+
+    def _check_call(self, x: Tensor, key: Tensor | None, value: Tensor | None, cache: object) -> None:
+        """x, the cross-attention memory and the cache: types, shapes and dtypes, before any projection."""
+        V.check_tensor("x", x)
+        V.check_floating("x", x)
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (B, L, {self.dim}) (B, L, dim), got {V.fmt_shape(x.shape)}")
+        weight_dtype = self.q_proj.weight.dtype
+        if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"x has dtype {x.dtype} but the layer's weights are {weight_dtype}; "
+                            f"pass x.to({weight_dtype}) or convert the layer with .to({x.dtype})")
+        _check_cache(cache)
+        if value is not None and key is None:
+            raise ValueError("value= was given without key=; pass both for cross-attention")
+        for name, t, proj in (("key", key, self.k_proj), ("value", value, self.v_proj)):
+            if t is None:
+                continue
+            V.check_tensor(name, t)
+            if t.dim() != 3 or t.shape[0] != x.shape[0] or t.shape[-1] != proj.in_features:
+                raise ValueError(f"{name} must have shape (B, S, {name}_dim) = ({x.shape[0]}, S, {proj.in_features}), "
+                                 f"got {V.fmt_shape(t.shape)}")
+        if key is not None and value is not None and key.shape[1] != value.shape[1]:
+            raise ValueError(f"key and value must have the same length S: key {V.fmt_shape(key.shape)}, "
+                             f"value {V.fmt_shape(value.shape)}")
 
     def _rolling_mask(self, cache: RollingKVCache, L: int, offset: int, mask: Tensor | None,
                       is_causal: bool) -> Tensor | None:

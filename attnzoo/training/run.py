@@ -111,6 +111,8 @@ def run_metrics(result) -> dict:
     if result.items_per_second is not None:  # training throughput, evaluations excluded (this process's steps)
         out["train_items_per_second"] = round(result.items_per_second, 1)
         out["train_unit"] = result.unit
+    if result.peak_bytes is not None:  # the process's peak while training (CPU: resident set; CUDA: allocated)
+        out["train_peak_mib"] = round(result.peak_bytes / 2 ** 20, 1)
     return out
 
 

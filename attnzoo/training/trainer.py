@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, memory
 from .signals import FAULT_ENV, StopSignals, fault_injection  # noqa: F401  (tests import FAULT_ENV from here)
 from .train_state import rng_state, set_rng_state
 
@@ -83,6 +83,7 @@ class TrainResult:
     items_per_second: float | None = None  # training throughput: items / seconds of training steps, evaluations
     #                                        excluded (None when this process trained no step)
     unit: str = "items"  # what an item is (the Trainer's unit)
+    peak_bytes: int | None = None  # peak memory while this process trained (see training/memory.py)
 
 
 #: the training state's own version (inside the file's format_version): bumped when its keys change meaning
@@ -256,6 +257,7 @@ class Trainer:
         if resume is not None and self._resume(loop, resume):
             return loop.result  # training had ended: nothing to train
         self._start(loop, loss_fn)
+        memory.reset(self._device())
         with StopSignals() as loop.signals:
             self._train(loop, batches)
             self._end_training(loop)
@@ -468,6 +470,9 @@ class Trainer:
         if fault is not None and loop.done and fault[0] in (loop.step, None) and fault[1] == signal.SIGKILL:
             signals.inject(fault[1])  # the last step: killed once its state is saved, before the final evaluation
 
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def _finish(self, loop: _Loop) -> TrainResult:
         """The final evaluation and training state, the best weights loaded, the result."""
         result = loop.result
@@ -475,6 +480,7 @@ class Trainer:
         result.items = loop.items
         if loop.items:
             result.items_per_second = loop.items / max(time.monotonic() - loop.tick - loop.eval_seconds, 1e-9)
+            result.peak_bytes = memory.peak_bytes(self._device())
         self._evaluate(loop)
         if not loop.place.is_main:
             raise distributed.WorkerFinished(f"rank {loop.place.rank}: training done at step {loop.step}")

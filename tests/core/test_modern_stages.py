@@ -226,7 +226,7 @@ def test_mask_mod_gradcheck_on_the_chunked_backend():
 
 
 def test_auto_takes_the_block_skipping_path_for_a_narrow_window_over_a_long_sequence():
-    from attnzoo.core.attend import _skips_most_blocks
+    from attnzoo.core.blockwise import skips_most_blocks as _skips_most_blocks
 
     assert _skips_most_blocks(sliding_window(256), (1, 8, 4096, 4096), 0)
     assert not _skips_most_blocks(sliding_window(4096), (1, 8, 4096, 4096), 0)
