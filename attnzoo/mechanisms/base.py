@@ -81,6 +81,34 @@ class AttentionState:
         return dataclasses.replace(self, **changes)
 
 
+def _resolve_head_dim(dim: int, num_heads: int, head_dim: int | None) -> int:
+    """A whole-sequence layer's head size: ``head_dim`` as given, else ``dim / num_heads`` if it divides."""
+    if head_dim is not None:
+        return head_dim
+    if dim % num_heads:
+        raise ValueError(f"dim ({dim}) is not divisible by num_heads ({num_heads}); pass head_dim")
+    return dim // num_heads
+
+
+def _check_sequence_call(x: object, dim: int, key: object = None, value: object = None,
+                        key_dim: int | None = None, value_dim: int | None = None) -> None:
+    """A whole-sequence layer's call: x (B, L, dim) floating, and a cross-attention memory key/value
+    (B, S, key_dim / value_dim) given as a pair (value alone is refused)."""
+    V.check_tensor("x", x)
+    V.check_floating("x", x)
+    if x.dim() != 3 or x.shape[-1] != dim:
+        raise ValueError(f"x must have shape (B, L, {dim}) (B, L, dim), got {V.fmt_shape(x.shape)}")
+    if value is not None and key is None:
+        raise ValueError("value= was given without key=; pass both for cross-attention")
+    for name, t, features in (("key", key, key_dim), ("value", value, value_dim)):
+        if t is None:
+            continue
+        V.check_tensor(name, t)
+        if t.dim() != 3 or t.shape[0] != x.shape[0] or t.shape[-1] != features:
+            raise ValueError(f"{name} must have shape (B, S, {name}_dim) = ({x.shape[0]}, S, {features}), "
+                             f"got {V.fmt_shape(t.shape)}")
+
+
 def _check_key_mask(key_mask: Tensor, B: int, S: int, expected: str) -> None:
     """A boolean (B, S) key_mask (True = may attend); ``expected`` says where (B, S) comes from."""
     V.check_tensor("key_mask", key_mask)

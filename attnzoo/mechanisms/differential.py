@@ -29,6 +29,7 @@ from ..core import validate as V
 from ..core.attend import AttentionOutput, attend
 from ..core.kv_cache import KVCache
 from ..positions import RotaryPositions
+from .base import _check_sequence_call
 from .registry import register
 
 
@@ -111,18 +112,7 @@ class DifferentialAttention(nn.Module):
         return AttentionOutput(self.o_proj(merged), weights)
 
     def _check(self, x, key, value, key_mask, cache) -> None:
-        V.check_tensor("x", x)
-        V.check_floating("x", x)
-        if x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"x must have shape (B, L, {self.dim}) (B, L, dim), got {V.fmt_shape(x.shape)}")
-        if value is not None and key is None:
-            raise ValueError("value= was given without key=; pass both for cross-attention")
-        for name, t in (("key", key), ("value", value)):
-            if t is not None:
-                V.check_tensor(name, t)
-                if t.dim() != 3 or t.shape[0] != x.shape[0] or t.shape[-1] != self.dim:
-                    raise ValueError(f"{name} must have shape (B, S, dim) = ({x.shape[0]}, S, {self.dim}), got "
-                                     f"{V.fmt_shape(t.shape)}")
+        _check_sequence_call(x, self.dim, key, value, self.dim, self.dim)
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a KVCache (layer.new_cache()), got {type(cache).__name__}")
         if cache is not None and key is not None:

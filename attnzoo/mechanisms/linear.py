@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from ..core import validate as V
 from ..core.attend import AttentionOutput
+from .base import _check_sequence_call, _resolve_head_dim
 from .registry import register
 
 
@@ -110,10 +111,7 @@ class LinearAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, *, key_dim: int | None = None,
                  value_dim: int | None = None, bias: bool = True, chunk_size: int = 128, fused_attn: bool = True):
         super().__init__()
-        if head_dim is None:
-            if dim % num_heads:
-                raise ValueError(f"dim ({dim}) is not divisible by num_heads ({num_heads}); pass head_dim")
-            head_dim = dim // num_heads
+        head_dim = _resolve_head_dim(dim, num_heads, head_dim)
         self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim
         self.chunk_size, self.fused_attn = chunk_size, fused_attn
         self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
@@ -196,18 +194,7 @@ class LinearAttention(nn.Module):
         return num, den, weights
 
     def _check(self, x, key, value, key_mask, is_causal, cache) -> None:
-        V.check_tensor("x", x)
-        V.check_floating("x", x)
-        if x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"x must have shape (B, L, {self.dim}) (B, L, dim), got {V.fmt_shape(x.shape)}")
-        if value is not None and key is None:
-            raise ValueError("value= was given without key=; pass both for cross-attention")
-        for name, t, proj in (("key", key, self.k_proj), ("value", value, self.v_proj)):
-            if t is not None:
-                V.check_tensor(name, t)
-                if t.dim() != 3 or t.shape[0] != x.shape[0] or t.shape[-1] != proj.in_features:
-                    raise ValueError(f"{name} must have shape (B, S, {name}_dim) = ({x.shape[0]}, S, "
-                                     f"{proj.in_features}), got {V.fmt_shape(t.shape)}")
+        _check_sequence_call(x, self.dim, key, value, self.k_proj.in_features, self.v_proj.in_features)
         S = x.shape[1] if key is None else key.shape[1]
         if key_mask is not None:
             V.check_tensor("key_mask", key_mask)

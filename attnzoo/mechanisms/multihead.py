@@ -41,9 +41,10 @@ from torch import Tensor, nn
 from ..core import validate as V
 from ..core.attend import AttentionOutput, attend
 from ..core.kv_cache import KVCache, RollingKVCache
-from ..core.masks import and_masks, causal_mask
+from ..core.masks import _causal_mask, and_masks
 from ..core.scores import SoftCap, compose_score_mods
 from ..positions import ALiBi, RelativePositions, RotaryPositions, T5RelativeBias
+from .base import _check_sequence_call, _resolve_head_dim
 from .registry import register
 
 POSITIONS = (None, "rope", "alibi", "t5", "relative")
@@ -71,10 +72,7 @@ class MultiHeadAttention(nn.Module):
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
-        if head_dim is None:
-            if dim % num_heads:
-                raise ValueError(f"dim ({dim}) is not divisible by num_heads ({num_heads}); pass head_dim")
-            head_dim = dim // num_heads
+        head_dim = _resolve_head_dim(dim, num_heads, head_dim)
         self.dim, self.num_heads, self.num_kv_heads, self.head_dim = dim, num_heads, num_kv_heads, head_dim
         self.dropout_p, self.fused_attn, self.positions = dropout_p, fused_attn, positions
         self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
@@ -200,24 +198,12 @@ class MultiHeadAttention(nn.Module):
 
     def _check_call(self, x: Tensor, key: Tensor | None, value: Tensor | None, cache: object) -> None:
         """x, the cross-attention memory and the cache: types, shapes and dtypes, before any projection."""
-        V.check_tensor("x", x)
-        V.check_floating("x", x)
-        if x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"x must have shape (B, L, {self.dim}) (B, L, dim), got {V.fmt_shape(x.shape)}")
+        _check_sequence_call(x, self.dim, key, value, self.k_proj.in_features, self.v_proj.in_features)
         weight_dtype = self.q_proj.weight.dtype
         if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(f"x has dtype {x.dtype} but the layer's weights are {weight_dtype}; "
                             f"pass x.to({weight_dtype}) or convert the layer with .to({x.dtype})")
         _check_cache(cache)
-        if value is not None and key is None:
-            raise ValueError("value= was given without key=; pass both for cross-attention")
-        for name, t, proj in (("key", key, self.k_proj), ("value", value, self.v_proj)):
-            if t is None:
-                continue
-            V.check_tensor(name, t)
-            if t.dim() != 3 or t.shape[0] != x.shape[0] or t.shape[-1] != proj.in_features:
-                raise ValueError(f"{name} must have shape (B, S, {name}_dim) = ({x.shape[0]}, S, {proj.in_features}), "
-                                 f"got {V.fmt_shape(t.shape)}")
         if key is not None and value is not None and key.shape[1] != value.shape[1]:
             raise ValueError(f"key and value must have the same length S: key {V.fmt_shape(key.shape)}, "
                              f"value {V.fmt_shape(value.shape)}")
@@ -337,10 +323,7 @@ class MultiHeadLatentAttention(nn.Module):
                  rope_dim: int | None = None, q_latent_dim: int | None = None, bias: bool = False,
                  dropout_p: float = 0.0, fused_attn: bool = True):
         super().__init__()
-        if head_dim is None:
-            if dim % num_heads:
-                raise ValueError(f"dim ({dim}) is not divisible by num_heads ({num_heads}); pass head_dim")
-            head_dim = dim // num_heads
+        head_dim = _resolve_head_dim(dim, num_heads, head_dim)
         self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim
         self.kv_latent_dim = kv_latent_dim or max(1, dim // 4)
         self.rope_dim = rope_dim or max(2, head_dim // 2)
@@ -396,7 +379,7 @@ class MultiHeadLatentAttention(nn.Module):
             # one key/value head shared by all: the heads become query rows, (B, 1, H L, C + R), so nothing of
             # the S cached latents is repeated per head; the causal mask goes with each row's position
             rows = torch.cat([q_lat, q_r], -1).reshape(B, 1, H * L, -1)
-            allowed = causal_mask(L, S, x.device, query_offset=offset) if is_causal else None  # (L, S)
+            allowed = _causal_mask(L, S, x.device, offset) if is_causal else None  # (L, S), per step: unchecked body
             if mask is not None:
                 allowed = mask if allowed is None else mask & allowed
             if allowed is not None:
@@ -416,10 +399,7 @@ class MultiHeadLatentAttention(nn.Module):
         return AttentionOutput(self.o_proj(merged), out.weights)
 
     def _check(self, x: Tensor, key_mask: Tensor | None, cache: object) -> None:
-        V.check_tensor("x", x)
-        V.check_floating("x", x)
-        if x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"x must have shape (B, L, {self.dim}) (B, L, dim), got {V.fmt_shape(x.shape)}")
+        _check_sequence_call(x, self.dim)
         if cache is not None and (not isinstance(cache, KVCache) or isinstance(cache, RollingKVCache)):
             raise TypeError(f"cache must be a KVCache of latents (layer.new_cache()), got {type(cache).__name__}")
         if cache is not None and cache.keys is not None and cache.keys.shape[-1] != self.kv_latent_dim:
